@@ -1,0 +1,107 @@
+# imapcalfs — top-level build.
+# Dependencies come from pkg-config (fuse3, libical, openssl); libetpan is
+# linked as plain -letpan because Debian's libetpan.pc forces a non-PIE link.
+
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+SBINDIR  ?= /sbin
+MANDIR   ?= $(PREFIX)/share/man
+DESTDIR  ?=
+BUILD    ?= build
+
+CC       ?= cc
+PKGS     := fuse3 libical openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude $(PKG_CFLAGS)
+LDLIBS   += $(PKG_LIBS) -letpan -lpthread
+
+ifeq ($(SAN),1)
+CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+endif
+
+PROGS    := imapcalfs mailbox2ics
+MAIN_SRC := $(patsubst %,src/%.c,$(PROGS))
+LIB_SRC  := $(filter-out $(MAIN_SRC),$(wildcard src/*.c))
+LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/%.o,$(LIB_SRC))
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+HEADERS  := $(wildcard include/*.h)
+
+PYTHON   := /usr/bin/python3
+
+.PHONY: all check check-unit check-e2e check-asan check-valgrind demo demo-stop \
+        install uninstall clean deps format format-check bench
+
+all: $(patsubst %,$(BUILD)/%,$(PROGS))
+
+$(BUILD)/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/imapcalfs: $(BUILD)/imapcalfs.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/mailbox2ics: $(BUILD)/mailbox2ics.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
+
+deps:
+	@scripts/deps
+
+# Every test: unit tests of the pure parts, then the end-to-end suite
+# (real Dovecot, real FUSE mounts).
+check: deps all $(UNIT_BIN)
+	@$(MAKE) --no-print-directory check-unit
+	@$(MAKE) --no-print-directory check-e2e
+
+check-unit: $(UNIT_BIN)
+	@tests/unit/run $(UNIT_BIN)
+
+check-e2e: all
+	IMAPCALFS_BIN=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+# The whole suite again on an ASan+UBSan build.
+check-asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 CFLAGS="-O1 -g" all
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 CFLAGS="-O1 -g" check-unit
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  IMAPCALFS_BIN=$(abspath build-asan) IMAPCALFS_SANITIZED=1 $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+# The unit tests and the end-to-end suite with the daemon under valgrind.
+check-valgrind: all $(UNIT_BIN)
+	@VALGRIND=1 tests/unit/run $(UNIT_BIN)
+	IMAPCALFS_BIN=$(abspath $(BUILD)) IMAPCALFS_VALGRIND=1 $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+demo: deps all
+	@scripts/demo start
+
+demo-stop:
+	@scripts/demo stop
+
+bench: deps all
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -m 0755 $(BUILD)/imapcalfs $(BUILD)/mailbox2ics $(DESTDIR)$(BINDIR)/
+	install -m 0644 man/imapcalfs.1 man/mailbox2ics.1 $(DESTDIR)$(MANDIR)/man1/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/imapcalfs $(DESTDIR)$(BINDIR)/mailbox2ics
+	rm -f $(DESTDIR)$(MANDIR)/man1/imapcalfs.1 $(DESTDIR)$(MANDIR)/man1/mailbox2ics.1
+
+format:
+	clang-format -i src/*.c include/*.h tests/unit/*.c tests/unit/*.h
+
+format-check:
+	clang-format --dry-run --Werror src/*.c include/*.h tests/unit/*.c tests/unit/*.h
+
+clean:
+	rm -rf build build-asan

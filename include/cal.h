@@ -1,0 +1,124 @@
+/*
+ * cal.h — the calendar model: calendar parts in, merged calendar files out.
+ *
+ * Owns: every use of libical. Parses decoded calendar parts into "versions"
+ * (one component of one UID/RECURRENCE-ID as sent in one message), merges
+ * versions the way scheduling works (RFC 5546: SEQUENCE, DTSTAMP, message
+ * order, CANCEL), applies the filters (components, after/before, match,
+ * privacy) and renders deterministic VCALENDAR bytes (SPEC §2, §3).
+ * Never does I/O and keeps no libical tree past a call: versions hold text.
+ * Thread-safe after cal_global_init(): calls touch only their arguments.
+ */
+#ifndef IMAPCALFS_CAL_H
+#define IMAPCALFS_CAL_H
+
+#include <regex.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CAL_PRODID "-//imapcalfs//imapcalfs 0.1//EN"
+
+/* Largest calendar part handed to libical, and deepest BEGIN nesting. */
+#define CAL_MAX_PART_BYTES (16u << 20)
+#define CAL_MAX_NESTING 8
+
+enum cal_kind {
+    CAL_VEVENT = 1,
+    CAL_VTODO = 2,
+    CAL_VJOURNAL = 4,
+};
+
+/* Where a calendar part came from; strings are copied. */
+struct cal_origin {
+    const char *mailbox;    /* mailbox name: orders equal-date messages across mailboxes */
+    uint32_t uid;           /* IMAP UID of the message */
+    int64_t internaldate;   /* INTERNALDATE, seconds since the epoch */
+    const char *source_url; /* X-IMAPCALFS-SOURCE value (RFC 5092 IMAP URL) */
+};
+
+struct cal_match {
+    char property[64]; /* upper case, e.g. "SUMMARY" */
+    regex_t re;        /* POSIX ERE, REG_ICASE */
+};
+
+/* What to keep and how to show it; fixed for the life of a mount. */
+struct cal_filter {
+    unsigned kinds;        /* CAL_* mask; 0 means CAL_VEVENT */
+    int has_after;         /* keep events with an occurrence ending after `after` */
+    int64_t after;
+    int has_before;        /* keep events with an occurrence starting before `before` */
+    int64_t before;
+    struct cal_match *match; /* all must match (AND); malloc'd array */
+    size_t nmatch;
+    int privacy_busy;      /* SUMMARY "Busy"; DESCRIPTION, LOCATION, ATTENDEE, ATTACH, COMMENT dropped */
+};
+
+struct cal_stats {
+    unsigned parts;      /* calendar parts read */
+    unsigned parts_bad;  /* parts that did not parse and were skipped */
+    unsigned versions;   /* components kept as versions */
+    unsigned warnings;   /* e.g. a TZID with no VTIMEZONE that could not be repaired */
+};
+
+/* One event file: every component of one UID (master + overrides). */
+struct cal_event_file {
+    char *uid;          /* NUL-terminated UID (a UID with NUL bytes is cut there) */
+    char *data;         /* VCALENDAR bytes, CRLF, folded; malloc'd */
+    size_t len;
+    int64_t mtime;      /* newest INTERNALDATE of the messages whose versions it holds */
+};
+
+struct cal_result {
+    struct cal_event_file *events; /* sorted by UID (bytewise); malloc'd */
+    size_t nevents;
+    char *merged;                  /* one VCALENDAR with every event; malloc'd */
+    size_t merged_len;
+    int64_t merged_mtime;
+};
+
+/* Versions parsed from the calendar parts of one message. */
+struct cal_versions;
+
+/* Once, before threads start: builds libical's zone table (see notes A3). */
+void cal_global_init(void);
+
+/* "PROP~REGEX" → one more match filter. Returns 0 or -EINVAL (err says why). */
+int cal_filter_add_match(struct cal_filter *f, const char *spec, char *err, size_t errlen);
+
+/* "YYYY-MM-DD" (midnight UTC) or RFC 3339 date-time → seconds. 0 or -EINVAL. */
+int cal_parse_date(const char *s, int64_t *out);
+
+void cal_filter_free(struct cal_filter *f);
+
+/* A new, empty version set for one message. NULL on allocation failure. */
+struct cal_versions *cal_versions_new(const struct cal_origin *origin);
+
+/*
+ * Parses one decoded calendar part (UTF-8 text of len bytes; a bare
+ * component, one VCALENDAR or several) and keeps each component of the
+ * filter's kinds, plus CANCELs, as a version. The same component seen twice
+ * in one message (inline part and .ics attachment) is kept once.
+ * Returns the number of versions added (0 is fine: e.g. a REPLY), or
+ * -EINVAL when the part does not parse (err says why; stats->parts_bad++).
+ */
+int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
+                          const struct cal_filter *f, struct cal_stats *stats, char *err,
+                          size_t errlen);
+
+size_t cal_versions_count(const struct cal_versions *v);
+void cal_versions_free(struct cal_versions *v);
+
+/*
+ * Merges the versions of n messages (any order, any mailboxes) into the
+ * resulting event files and merged calendar. Deterministic: the same input
+ * set gives the same bytes whatever its order. Returns 0 or -ENOMEM.
+ * Free with cal_result_free().
+ */
+#define CAL_WANT_EVENTS 1
+#define CAL_WANT_MERGED 2
+int cal_resolve(struct cal_versions *const *msgs, size_t n, const struct cal_filter *f,
+                unsigned want, struct cal_result *out);
+
+void cal_result_free(struct cal_result *r);
+
+#endif

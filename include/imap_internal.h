@@ -1,0 +1,66 @@
+/*
+ * imap_internal.h — what the files of the IMAP driver share (imap.c:
+ * sessions and the pool; imap_fetch.c: LIST, listing and part fetches).
+ * Not for other modules: they use source.h.
+ */
+#ifndef IMAPCALFS_IMAP_INTERNAL_H
+#define IMAPCALFS_IMAP_INTERNAL_H
+
+#include <libetpan/libetpan.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct source;
+struct src_mailbox;
+struct src_listing;
+struct src_part_req;
+
+struct imap_conn {
+    mailimap *imap;         /* NULL until connected, and after a drop */
+    char *selected;         /* mailbox EXAMINEd on this session, or NULL */
+    uint32_t uidvalidity;   /* of the selected mailbox */
+    uint32_t exists;        /* EXISTS at EXAMINE time */
+    uint64_t highestmodseq; /* 0 without CONDSTORE */
+    int busy;               /* taken by a thread (under imap_src.lock) */
+};
+
+struct imap_src {
+    char *host, *user, *password, *cafile, *capath, *auth, *patterns, *search;
+    unsigned port, timeout;
+    int starttls;
+    int sasl_plain_ok; /* Cyrus SASL's PLAIN plugin is installed */
+    int has_condstore;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct imap_conn *conns;
+    size_t nconns;
+};
+
+/*
+ * An operation run by imap_with_session() on a ready session. Returns 0,
+ * a negative errno, or -EPIPE after it dropped a broken session (the
+ * caller then retries once on a new one).
+ */
+typedef int (*imap_op_fn)(struct imap_src *src, struct imap_conn *c, void *arg, char *err,
+                          size_t errlen);
+
+int imap_with_session(struct imap_src *src, imap_op_fn op, void *arg, char *err, size_t errlen);
+int imap_conn_ready(struct imap_src *src, struct imap_conn *c, char *err, size_t errlen);
+int imap_conn_examine(struct imap_src *src, struct imap_conn *c, const char *mailbox, int force,
+                      char *err, size_t errlen);
+int imap_command_failed(struct imap_src *src, struct imap_conn *c, int r, const char *what,
+                        char *err, size_t errlen);
+int imap_sasl_plain_available(void);
+
+/* Driver operations of imap_fetch.c. */
+int imap_list_mailboxes(struct source *s, struct src_mailbox **out, size_t *n, char *err,
+                        size_t errlen);
+int imap_list_messages(struct source *s, const char *mailbox, struct src_listing *out, char *err,
+                       size_t errlen);
+int imap_fetch_parts(struct source *s, const char *mailbox, uint32_t uidvalidity,
+                     const struct src_part_req *reqs, size_t n,
+                     int (*fn)(void *ctx, size_t index, const char *data, size_t len), void *ctx,
+                     char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * source.h — where mail comes from, behind one interface.
+ *
+ * Owns: the questions the store asks of a mail source — check the account,
+ * list the mailboxes, list a mailbox's messages with their calendar parts,
+ * fetch given parts of many messages at once — and the dispatch to a driver
+ * (IMAP over libetpan in imap.c; a local Maildir in maildir.c), like
+ * isync's driver.h. Knows nothing of files, calendars or caching.
+ * Thread-safe: each driver serialises its own connections.
+ */
+#ifndef IMAPCALFS_SOURCE_H
+#define IMAPCALFS_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mime.h"
+
+struct opts;
+
+struct src_mailbox {
+    char *name;     /* as the source names it (IMAP: modified UTF-7); sent back as is */
+    char delim;     /* hierarchy delimiter; 0 when the hierarchy is flat */
+    int selectable; /* 0 for \Noselect / \NonExistent */
+};
+
+struct src_message {
+    uint32_t uid;
+    int64_t internaldate;        /* seconds since the epoch */
+    struct mime_part_list parts; /* its calendar parts; often none */
+};
+
+struct src_listing {
+    uint32_t uidvalidity;
+    uint64_t highestmodseq;   /* 0 when the source has no CONDSTORE */
+    struct src_message *msgs; /* sorted by uid */
+    size_t count;
+};
+
+/* One part of one message to fetch. */
+struct src_part_req {
+    uint32_t uid;
+    const char *section;
+};
+
+/*
+ * Called once per fetched part with its still transfer-encoded bytes;
+ * index is the position in the request array. Return 0 to go on.
+ */
+typedef int (*src_part_fn)(void *ctx, size_t index, const char *data, size_t len);
+
+struct source;
+
+struct source_driver {
+    const char *name;
+    int (*check)(struct source *s, char *err, size_t errlen);
+    int (*list_mailboxes)(struct source *s, struct src_mailbox **out, size_t *n, char *err,
+                          size_t errlen);
+    int (*list_messages)(struct source *s, const char *mailbox, struct src_listing *out, char *err,
+                         size_t errlen);
+    int (*fetch_parts)(struct source *s, const char *mailbox, uint32_t uidvalidity,
+                       const struct src_part_req *reqs, size_t n, src_part_fn fn, void *ctx,
+                       char *err, size_t errlen);
+    void (*free)(struct source *s);
+};
+
+struct source {
+    const struct source_driver *drv;
+    void *impl;
+};
+
+/*
+ * A source for the account in o; password may be NULL for maildir. The
+ * source keeps its own copy of the password. NULL on allocation failure.
+ */
+struct source *source_new(const struct opts *o, const char *password);
+struct source *imap_source_new(const struct opts *o, const char *password);
+struct source *maildir_source_new(const struct opts *o);
+
+/*
+ * Connects, verifies TLS and logs in (mount-time check). Returns 0, or a
+ * negative errno with one human line in err: -ECONNREFUSED/-EHOSTUNREACH
+ * (unreachable), -EPERM (certificate), -EACCES (credentials), -EIO.
+ */
+int source_check(struct source *s, char *err, size_t errlen);
+
+/* Selected mailboxes (per the mailboxes= patterns). Free with source_mailboxes_free(). */
+int source_list_mailboxes(struct source *s, struct src_mailbox **out, size_t *n, char *err,
+                          size_t errlen);
+void source_mailboxes_free(struct src_mailbox *m, size_t n);
+
+/*
+ * Every message of mailbox with its UID, INTERNALDATE and calendar parts,
+ * read-only (IMAP: EXAMINE, one UID FETCH of BODYSTRUCTURE). -ENOENT when
+ * the mailbox is gone. Free with source_listing_free().
+ */
+int source_list_messages(struct source *s, const char *mailbox, struct src_listing *out, char *err,
+                         size_t errlen);
+void source_listing_free(struct src_listing *l);
+
+/*
+ * Fetches the given parts (IMAP: BODY.PEEK[section], many messages per
+ * command) and hands each to fn. -ESTALE when the mailbox's UIDVALIDITY is
+ * no longer uidvalidity. Parts of messages that are gone are not reported.
+ */
+int source_fetch_parts(struct source *s, const char *mailbox, uint32_t uidvalidity,
+                       const struct src_part_req *reqs, size_t n, src_part_fn fn, void *ctx,
+                       char *err, size_t errlen);
+
+void source_free(struct source *s);
+
+#endif

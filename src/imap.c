@@ -1,0 +1,463 @@
+/*
+ * imap.c — the IMAP driver of source.h, on libetpan.
+ *
+ * A small pool of sessions (connections=N), each used by one thread at a
+ * time. Every session is TLS (implicit or STARTTLS, never plain), verified
+ * by tls.c before LOGIN. Mailboxes are opened with EXAMINE and parts read
+ * with BODY.PEEK, so no flag ever changes (RFC 3501 §6.3.2, §6.4.5).
+ * A session that saw a stream or parse error is thrown away (libetpan
+ * cannot resynchronise; ../shared/notes/libetpan.md §0.6, §7).
+ */
+#include <errno.h>
+#include <libetpan/libetpan.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "imap_internal.h"
+#include "log.h"
+#include "opts.h"
+#include "source.h"
+#include "tls.h"
+
+static const struct source_driver imap_driver;
+
+static struct imap_src *imap_of(struct source *s)
+{
+    return s->impl;
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+/*
+ * Protocol trace for -d. Credentials never reach the log: libetpan marks
+ * the LOGIN/AUTHENTICATE payload as private, and we mask those commands
+ * whole in case a server or mechanism sends them otherwise.
+ */
+static void imap_logger(mailimap *imap, int type, const char *str, size_t size, void *ctx)
+{
+    const char *dir;
+    int len = size > 400 ? 400 : (int)size;
+
+    (void)imap;
+    (void)ctx;
+    switch (type) {
+    case MAILSTREAM_LOG_TYPE_DATA_RECEIVED:
+        dir = "S:";
+        break;
+    case MAILSTREAM_LOG_TYPE_DATA_SENT:
+        dir = "C:";
+        break;
+    case MAILSTREAM_LOG_TYPE_DATA_SENT_PRIVATE:
+        log_debug("C: <credentials masked>");
+        return;
+    default:
+        return;
+    }
+    while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r'))
+        len--;
+    if (type == MAILSTREAM_LOG_TYPE_DATA_SENT &&
+        (strcasestr(str, " LOGIN ") || strcasestr(str, " AUTHENTICATE "))) {
+        log_debug("C: <login command masked>");
+        return;
+    }
+    log_debug("%s %.*s%s", dir, len, str, (size_t)len < size ? " ..." : "");
+}
+
+static void sni_callback(struct mailstream_ssl_context *c, void *host)
+{
+    mailstream_ssl_set_server_name(c, host);
+}
+
+/* Closes without LOGOUT: the session is dead or must not be used again. */
+static void session_drop(struct imap_conn *c)
+{
+    if (c->imap == NULL)
+        return;
+    if (c->imap->imap_stream) {
+        mailstream_close(c->imap->imap_stream);
+        c->imap->imap_stream = NULL;
+    }
+    mailimap_free(c->imap);
+    c->imap = NULL;
+    free(c->selected);
+    c->selected = NULL;
+}
+
+/* LOGOUT, then free: the polite end of a healthy session. */
+static void session_close(struct imap_conn *c)
+{
+    if (c->imap == NULL)
+        return;
+    mailimap_logout(c->imap);
+    session_drop(c);
+}
+
+/* Errors after which libetpan's stream is unusable (notes §7). */
+static int session_broken(int r)
+{
+    return r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_FATAL ||
+           r == MAILIMAP_ERROR_PROTOCOL || r == MAILIMAP_ERROR_MEMORY;
+}
+
+static int verify_server(struct imap_src *src, mailimap *imap, char *err, size_t errlen)
+{
+    carray *chain = mailstream_get_certificate_chain(imap->imap_stream);
+    struct tls_der *ders = NULL;
+    char why[256];
+    unsigned n;
+    int rc;
+
+    n = chain ? carray_count(chain) : 0;
+    if (n > 0 && (ders = calloc(n, sizeof *ders)) == NULL) {
+        mailstream_certificate_chain_free(chain);
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        MMAPString *der = carray_get(chain, i);
+
+        ders[i].der = (const unsigned char *)der->str;
+        ders[i].len = der->len;
+    }
+    rc = tls_verify_chain(ders, n, src->host, src->cafile, src->capath, why, sizeof why);
+    if (rc != 0)
+        snprintf(err, errlen, "TLS certificate of %s not trusted: %s", src->host, why);
+    free(ders);
+    if (chain)
+        mailstream_certificate_chain_free(chain);
+    return rc;
+}
+
+static int refresh_capabilities(mailimap *imap)
+{
+    struct mailimap_capability_data *caps = NULL;
+    int r = mailimap_capability(imap, &caps);
+
+    if (caps)
+        mailimap_capability_data_free(caps);
+    return r;
+}
+
+static int connect_error(struct imap_src *src, int r, char *err, size_t errlen)
+{
+    switch (r) {
+    case MAILIMAP_ERROR_CONNECTION_REFUSED:
+        snprintf(err, errlen, "cannot connect to %s port %u: connection refused or unreachable",
+                 src->host, src->port);
+        return -ECONNREFUSED;
+    case MAILIMAP_ERROR_SSL:
+        snprintf(err, errlen, "TLS handshake with %s port %u failed", src->host, src->port);
+        return -EPERM;
+    default:
+        snprintf(err, errlen, "cannot talk to %s port %u: no IMAP greeting (error %d)", src->host,
+                 src->port, r);
+        return -EIO;
+    }
+}
+
+static int transport_open(struct imap_src *src, mailimap *imap, char *err, size_t errlen)
+{
+    void *sni = tls_host_is_ip(src->host) ? NULL : src->host;
+    int r;
+
+    if (!src->starttls) {
+        r = sni ? mailimap_ssl_connect_with_callback(imap, src->host, (uint16_t)src->port,
+                                                     sni_callback, sni)
+                : mailimap_ssl_connect(imap, src->host, (uint16_t)src->port);
+        if (r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED && r != MAILIMAP_NO_ERROR_AUTHENTICATED)
+            return connect_error(src, r, err, errlen);
+        return 0;
+    }
+    r = mailimap_socket_connect(imap, src->host, (uint16_t)src->port);
+    if (r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED && r != MAILIMAP_NO_ERROR_AUTHENTICATED)
+        return connect_error(src, r, err, errlen);
+    if (refresh_capabilities(imap) != MAILIMAP_NO_ERROR ||
+        !mailimap_has_extension(imap, "STARTTLS")) {
+        snprintf(err, errlen,
+                 "%s port %u does not offer STARTTLS; refusing to continue without TLS",
+                 src->host, src->port);
+        return -EPERM;
+    }
+    r = sni ? mailimap_socket_starttls_with_callback(imap, sni_callback, sni)
+            : mailimap_socket_starttls(imap);
+    if (r != MAILIMAP_NO_ERROR) {
+        snprintf(err, errlen, "STARTTLS with %s port %u failed", src->host, src->port);
+        return -EPERM;
+    }
+    return 0;
+}
+
+static int login(struct imap_src *src, mailimap *imap, char *err, size_t errlen)
+{
+    int r;
+    const char *how;
+
+    /* The greeting's capabilities may be pre-TLS or partial: ask again. */
+    if ((r = refresh_capabilities(imap)) != MAILIMAP_NO_ERROR) {
+        snprintf(err, errlen, "CAPABILITY failed on %s (error %d)", src->host, r);
+        return -EIO;
+    }
+    if (src->auth && strcmp(src->auth, "xoauth2") == 0) {
+        how = "XOAUTH2";
+        r = mailimap_oauth2_authenticate(imap, src->user, src->password);
+    } else if ((src->auth && strcmp(src->auth, "plain") == 0) ||
+               (src->auth == NULL && mailimap_has_authentication(imap, "PLAIN") &&
+                src->sasl_plain_ok)) {
+        how = "AUTHENTICATE PLAIN";
+        r = mailimap_authenticate(imap, "PLAIN", src->host, NULL, NULL, src->user, src->user,
+                                  src->password, NULL);
+    } else {
+        how = "LOGIN";
+        if (mailimap_has_extension(imap, "LOGINDISABLED")) {
+            snprintf(err, errlen, "%s refuses LOGIN (LOGINDISABLED); try -o auth=plain",
+                     src->host);
+            return -EACCES;
+        }
+        r = mailimap_login(imap, src->user, src->password);
+    }
+    if (r == MAILIMAP_NO_ERROR)
+        return 0;
+    if (session_broken(r)) {
+        snprintf(err, errlen, "%s: connection lost during %s (error %d)", src->host, how, r);
+        return -EIO;
+    }
+    snprintf(err, errlen, "login as %s on %s failed (%s): %s", src->user, src->host, how,
+             imap->imap_response ? imap->imap_response : "no reason given");
+    return -EACCES;
+}
+
+/* A connected, verified, logged-in session in c, or an error. */
+static int session_open(struct imap_src *src, struct imap_conn *c, char *err, size_t errlen)
+{
+    mailimap *imap = mailimap_new(0, NULL);
+    int rc;
+
+    if (imap == NULL)
+        return -ENOMEM;
+    /* Read when the stream is created, so it must come before connecting. */
+    mailimap_set_timeout(imap, src->timeout);
+    if (log_debug_enabled())
+        mailimap_set_logger(imap, imap_logger, NULL);
+    c->imap = imap;
+    if ((rc = transport_open(src, imap, err, errlen)) != 0 ||
+        (rc = verify_server(src, imap, err, errlen)) != 0 ||
+        (rc = login(src, imap, err, errlen)) != 0) {
+        session_drop(c);
+        return rc;
+    }
+    if ((src->has_condstore = mailimap_has_condstore(imap)) != 0)
+        log_debug("server offers CONDSTORE");
+    return 0;
+}
+
+/* Takes a free connection slot, waiting while all are busy. */
+static struct imap_conn *conn_acquire(struct imap_src *src)
+{
+    struct imap_conn *c = NULL;
+
+    pthread_mutex_lock(&src->lock);
+    for (;;) {
+        /* Prefer a slot with a live session. */
+        for (size_t i = 0; i < src->nconns; i++)
+            if (!src->conns[i].busy && (c == NULL || (c->imap == NULL && src->conns[i].imap)))
+                c = &src->conns[i];
+        if (c)
+            break;
+        pthread_cond_wait(&src->cond, &src->lock);
+    }
+    c->busy = 1;
+    pthread_mutex_unlock(&src->lock);
+    return c;
+}
+
+static void conn_release(struct imap_src *src, struct imap_conn *c)
+{
+    pthread_mutex_lock(&src->lock);
+    c->busy = 0;
+    pthread_cond_signal(&src->cond);
+    pthread_mutex_unlock(&src->lock);
+}
+
+int imap_conn_ready(struct imap_src *src, struct imap_conn *c, char *err, size_t errlen)
+{
+    if (c->imap)
+        return 0;
+    return session_open(src, c, err, errlen);
+}
+
+/*
+ * EXAMINE mailbox on c unless it is already the selected one. Fills the
+ * selection state (UIDVALIDITY, EXISTS, HIGHESTMODSEQ when offered).
+ */
+int imap_conn_examine(struct imap_src *src, struct imap_conn *c, const char *mailbox, int force,
+                      char *err, size_t errlen)
+{
+    uint64_t modseq = 0;
+    int r;
+
+    if (!force && c->selected && strcmp(c->selected, mailbox) == 0)
+        return 0;
+    free(c->selected);
+    c->selected = NULL;
+    if (src->has_condstore)
+        r = mailimap_examine_condstore(c->imap, mailbox, &modseq);
+    else
+        r = mailimap_examine(c->imap, mailbox);
+    if (r != MAILIMAP_NO_ERROR) {
+        if (session_broken(r)) {
+            snprintf(err, errlen, "connection to %s lost (EXAMINE %s, error %d)", src->host,
+                     mailbox, r);
+            session_drop(c);
+            return -EIO;
+        }
+        snprintf(err, errlen, "EXAMINE %s failed: %s", mailbox,
+                 c->imap->imap_response ? c->imap->imap_response : "no reason given");
+        return -ENOENT;
+    }
+    if (c->imap->imap_selection_info == NULL) {
+        snprintf(err, errlen, "EXAMINE %s gave no mailbox state", mailbox);
+        return -EIO;
+    }
+    c->uidvalidity = c->imap->imap_selection_info->sel_uidvalidity;
+    c->exists = c->imap->imap_selection_info->sel_exists;
+    c->highestmodseq = modseq;
+    if ((c->selected = strdup(mailbox)) == NULL)
+        return -ENOMEM;
+    return 0;
+}
+
+/*
+ * Runs op on a ready session; when the session breaks (server restart,
+ * timeout) it is dropped and op runs once more on a fresh one. Every
+ * operation here is a read, so repeating it is safe.
+ */
+int imap_with_session(struct imap_src *src, imap_op_fn op, void *arg, char *err, size_t errlen)
+{
+    struct imap_conn *c = conn_acquire(src);
+    int rc = -EIO;
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if ((rc = imap_conn_ready(src, c, err, errlen)) != 0)
+            break;
+        rc = op(src, c, arg, err, errlen);
+        if (rc != -EPIPE)
+            break;
+        /* op saw a broken stream and dropped the session: try a new one. */
+        log_info("%s: %s; reconnecting", src->host, err);
+    }
+    if (rc == -EPIPE)
+        rc = -EIO;
+    conn_release(src, c);
+    return rc;
+}
+
+/* Called by operations when libetpan returned r: drops a broken session. */
+int imap_command_failed(struct imap_src *src, struct imap_conn *c, int r, const char *what,
+                        char *err, size_t errlen)
+{
+    if (session_broken(r)) {
+        snprintf(err, errlen, "connection to %s lost during %s (error %d)", src->host, what, r);
+        session_drop(c);
+        return -EPIPE;
+    }
+    snprintf(err, errlen, "%s failed: %s", what,
+             c->imap && c->imap->imap_response ? c->imap->imap_response : "no reason given");
+    return -EIO;
+}
+
+/* ---- driver operations ------------------------------------------------- */
+
+static int check_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err,
+                    size_t errlen)
+{
+    (void)src;
+    (void)arg;
+    (void)err;
+    (void)errlen;
+    /* The login succeeded; the mount forks next, so leave no session open. */
+    session_close(c);
+    return 0;
+}
+
+static int imap_check(struct source *s, char *err, size_t errlen)
+{
+    return imap_with_session(imap_of(s), check_op, NULL, err, errlen);
+}
+
+static void imap_free(struct source *s)
+{
+    struct imap_src *src = imap_of(s);
+
+    for (size_t i = 0; src->conns && i < src->nconns; i++)
+        session_close(&src->conns[i]);
+    free(src->conns);
+    free(src->host);
+    free(src->user);
+    if (src->password) {
+        explicit_bzero(src->password, strlen(src->password));
+        free(src->password);
+    }
+    free(src->cafile);
+    free(src->capath);
+    free(src->auth);
+    free(src->patterns);
+    free(src->search);
+    pthread_mutex_destroy(&src->lock);
+    pthread_cond_destroy(&src->cond);
+    free(src);
+    free(s);
+}
+
+static const struct source_driver imap_driver = {
+    .name = "imap",
+    .check = imap_check,
+    .list_mailboxes = imap_list_mailboxes,
+    .list_messages = imap_list_messages,
+    .fetch_parts = imap_fetch_parts,
+    .free = imap_free,
+};
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+struct source *imap_source_new(const struct opts *o, const char *password)
+{
+    struct source *s = calloc(1, sizeof *s);
+    struct imap_src *src = calloc(1, sizeof *src);
+
+    if (s == NULL || src == NULL)
+        goto fail;
+    s->drv = &imap_driver;
+    s->impl = src;
+    pthread_mutex_init(&src->lock, NULL);
+    pthread_cond_init(&src->cond, NULL);
+    src->host = strdup(o->host);
+    src->user = strdup(o->user);
+    src->password = strdup(password ? password : "");
+    src->cafile = dup_or_null(o->cafile);
+    src->capath = dup_or_null(o->capath);
+    src->auth = dup_or_null(o->auth);
+    src->patterns = strdup(o->mailboxes);
+    src->search = dup_or_null(o->search);
+    src->port = o->port;
+    src->timeout = o->timeout;
+    src->starttls = o->kind == OPTS_SRC_STARTTLS;
+    src->sasl_plain_ok = imap_sasl_plain_available();
+    src->nconns = o->connections;
+    src->conns = calloc(src->nconns, sizeof *src->conns);
+    if (!src->host || !src->user || !src->password || !src->patterns || !src->conns)
+        goto fail;
+    return s;
+fail:
+    if (s && src) {
+        imap_free(s);
+        return NULL;
+    }
+    free(src);
+    free(s);
+    return NULL;
+}

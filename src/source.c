@@ -1,0 +1,59 @@
+/* source.c — dispatch from the store's questions to the driver that answers them. */
+#include "source.h"
+
+#include <stdlib.h>
+
+#include "opts.h"
+
+struct source *source_new(const struct opts *o, const char *password)
+{
+    if (o->kind == OPTS_SRC_MAILDIR)
+        return maildir_source_new(o);
+    return imap_source_new(o, password);
+}
+
+int source_check(struct source *s, char *err, size_t errlen)
+{
+    return s->drv->check(s, err, errlen);
+}
+
+int source_list_mailboxes(struct source *s, struct src_mailbox **out, size_t *n, char *err,
+                          size_t errlen)
+{
+    return s->drv->list_mailboxes(s, out, n, err, errlen);
+}
+
+void source_mailboxes_free(struct src_mailbox *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(m[i].name);
+    free(m);
+}
+
+int source_list_messages(struct source *s, const char *mailbox, struct src_listing *out, char *err,
+                         size_t errlen)
+{
+    return s->drv->list_messages(s, mailbox, out, err, errlen);
+}
+
+void source_listing_free(struct src_listing *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        mime_part_list_free(&l->msgs[i].parts);
+    free(l->msgs);
+    l->msgs = NULL;
+    l->count = 0;
+}
+
+int source_fetch_parts(struct source *s, const char *mailbox, uint32_t uidvalidity,
+                       const struct src_part_req *reqs, size_t n, src_part_fn fn, void *ctx,
+                       char *err, size_t errlen)
+{
+    return s->drv->fetch_parts(s, mailbox, uidvalidity, reqs, n, fn, ctx, err, errlen);
+}
+
+void source_free(struct source *s)
+{
+    if (s)
+        s->drv->free(s);
+}
