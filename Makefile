@@ -23,7 +23,7 @@ CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 LDFLAGS  += -fsanitize=address,undefined
 endif
 
-PROGS    := imapcalfs mailbox2ics
+PROGS    := $(basename $(notdir $(wildcard src/imapcalfs.c src/mailbox2ics.c)))
 MAIN_SRC := $(patsubst %,src/%.c,$(PROGS))
 LIB_SRC  := $(filter-out $(MAIN_SRC),$(wildcard src/*.c))
 LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/%.o,$(LIB_SRC))

@@ -1,0 +1,140 @@
+/*
+ * cal_internal.h — private to the calendar module (src/cal*.c).
+ *
+ * Versions hold text only (no libical trees): the component as folded
+ * CRLF lines, the TZIDs it uses with the sender's VTIMEZONE for each, and
+ * what the filters need, precomputed while the tree was at hand.
+ */
+#ifndef IMAPCALFS_CAL_INTERNAL_H
+#define IMAPCALFS_CAL_INTERNAL_H
+
+#include "cal.h"
+
+#include <libical/ical.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A sortable time key: "YYYYMMDD", "YYYYMMDDTHHMMSS" (floating) or "...Z". */
+#define CAL_KEY_MAX 20
+/* In-window occurrence keys kept per master; more are only counted. */
+#define CAL_WIN_KEYS 32
+/* "Unbounded or too many to count": an event that certainly stays. */
+#define CAL_WIN_MANY 0xffffffffu
+/* Most recurrence instances looked at per rule. */
+#define CAL_RECUR_MAX 20000
+/* Most match filters (the per-version match result is a 64-bit mask). */
+#define CAL_MATCH_MAX 64
+
+/* A growable byte buffer; on allocation failure oom is set and adds stop. */
+struct cal_buf {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+
+void cal_buf_add(struct cal_buf *b, const char *s, size_t n);
+void cal_buf_adds(struct cal_buf *b, const char *s);
+/* One logical line (no line end) folded at 75 octets, then CRLF. */
+void cal_buf_add_line(struct cal_buf *b, const char *line, size_t n);
+/* Text made of (possibly folded, LF or CRLF) lines, unfolded and refolded. */
+void cal_buf_add_text(struct cal_buf *b, const char *text, size_t n);
+/* NUL-terminated contents, or NULL after an allocation failure (freed). */
+char *cal_buf_take(struct cal_buf *b, size_t *len);
+void cal_buf_free(struct cal_buf *b);
+
+/* A copy of text that is valid UTF-8 without NUL or control bytes. */
+char *cal_sanitize(const char *text, size_t len);
+/* 0 when BEGIN/END nesting stays within max, else -EINVAL with err. */
+int cal_check_nesting(const char *text, size_t len, int max, char *err, size_t errlen);
+/* 1 when a top-level property `prop` of the component text matches re. */
+int cal_text_match(const char *text, size_t len, const char *prop, const regex_t *re);
+/* Appends "EXDATE..." for a cancelled occurrence before the END line. */
+char *cal_text_insert_before_end(const char *text, size_t len, const char *line, size_t *outlen);
+/* A TZID parameter value, quoted when it holds ':', ';' or ','. */
+void cal_buf_add_param(struct cal_buf *b, const char *value);
+
+/* What the after/before filter needs of one component. */
+struct cal_win {
+    int has_after, has_before; /* the window this was computed for */
+    int64_t after, before;
+    unsigned total;            /* occurrences in the window, or CAL_WIN_MANY */
+    unsigned nkeys;            /* keys[] of the first in-window occurrences */
+    char (*keys)[CAL_KEY_MAX];
+};
+
+/* One component of one UID/RECURRENCE-ID as sent in one message. */
+struct cal_version {
+    char *uid;
+    char rid[CAL_KEY_MAX]; /* normalised RECURRENCE-ID key; "" for the master */
+    char *rid_value;       /* RECURRENCE-ID value as written (for an EXDATE) */
+    char *rid_tzid;        /* its TZID, or NULL */
+    int rid_is_date;
+    int sequence;
+    int64_t dtstamp;
+    unsigned kind;       /* CAL_VEVENT, ... */
+    int cancel;          /* METHOD:CANCEL */
+    char *text;          /* the component, folded CRLF lines */
+    size_t len;
+    size_t ntz;
+    char **tzids;        /* TZIDs it references, sorted, unique */
+    int *tzdef;          /* index into the message's vtz pool, or -1 */
+    int match_done;      /* match_mask valid for match_n filters */
+    size_t match_n;
+    uint64_t match_mask;
+    int win_done;
+    struct cal_win win;
+    const struct cal_versions *msg;
+};
+
+struct cal_versions {
+    char *mailbox;
+    uint32_t uid;
+    int64_t internaldate;
+    char *source_url;
+    struct cal_version *v;
+    size_t n, cap;
+    char **vtz; /* VTIMEZONE texts (folded CRLF) of this message */
+    size_t *vtz_len;
+    size_t nvtz, capvtz;
+};
+
+/* cal_tz.c: one mutex around builtin zones, and the TZID repair cache. */
+void cal_tz_init(void);
+/* VTIMEZONE text (TZID set to tzid) for a TZID that names an IANA or a
+ * Windows zone; static until exit. NULL when it names neither. */
+const char *cal_tz_repair_text(const char *tzid, size_t *len);
+/* A private zone for the same TZID, for conversions; free with
+ * icaltimezone_free(z, 1). NULL when not repairable. */
+icaltimezone *cal_tz_repair_zone(const char *tzid);
+
+/* cal_time.c: zones of one calendar and time arithmetic. */
+struct cal_zctx {
+    icalcomponent *container; /* holds the sender's VTIMEZONEs */
+    struct cal_zown {
+        char *tzid;
+        icaltimezone *zone; /* repaired; owned */
+    } *own;
+    size_t nown;
+};
+
+void cal_zctx_free(struct cal_zctx *z);
+/* The sender's zone, else a repaired one, else NULL (floating). */
+icaltimezone *cal_zone_find(struct cal_zctx *z, const char *tzid);
+/* Seconds since the epoch; DATE is midnight UTC, floating counts as UTC. */
+int64_t cal_time_utc(struct cal_zctx *z, struct icaltimetype t, const char *tzid);
+/* Sortable key of a time (see CAL_KEY_MAX). */
+void cal_time_key(struct cal_zctx *z, struct icaltimetype t, const char *tzid,
+                  char out[CAL_KEY_MAX]);
+int64_t cal_days_from_civil(int64_t y, unsigned m, unsigned d);
+/* Fills v->win for the filter's window from the component. 0 or -ENOMEM. */
+int cal_window_compute(struct cal_zctx *z, icalcomponent *comp, const struct cal_filter *f,
+                       struct cal_win *w);
+void cal_win_free(struct cal_win *w);
+/* TZID parameter text of a property, or NULL. */
+const char *cal_prop_tzid(icalproperty *p);
+
+/* cal_parse.c, used again by cal_resolve.c for a window computed late. */
+int cal_window_from_text(const struct cal_version *v, const struct cal_filter *f,
+                         struct cal_win *w);
+
+#endif

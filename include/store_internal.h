@@ -1,0 +1,123 @@
+/*
+ * store_internal.h — what the files of the store share: store.c (tree,
+ * path lookup, FUSE-facing calls), store_sync.c (syncing one mailbox and
+ * the root's merged calendar) and store_status.c (.status, .refresh).
+ * Not for other modules: they use store.h.
+ */
+#ifndef IMAPCALFS_STORE_INTERNAL_H
+#define IMAPCALFS_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "blob.h"
+#include "cal.h"
+#include "store.h"
+
+/* The calendar versions of one message; shared by successive snapshots. */
+struct msgver {
+    atomic_int refs;
+    uint32_t uid;
+    int64_t internaldate;
+    struct cal_versions *v;
+    struct cal_stats stats; /* of parsing its parts */
+};
+
+struct snap_file {
+    char *name;
+    struct blob *bytes;
+    int64_t mtime;
+};
+
+/* One mailbox as of one sync. Immutable once published. */
+struct mbox_snap {
+    atomic_int refs;
+    uint32_t uidvalidity;
+    struct msgver **msgs; /* messages with calendar parts, by uid */
+    size_t nmsgs;
+    struct snap_file *files; /* event files, by name */
+    size_t nfiles;
+    struct blob *merged;
+    int64_t merged_mtime;
+    int64_t dir_mtime;
+    uint64_t generation; /* changes whenever the rendered content does */
+    unsigned messages;   /* in the mailbox, with or without calendar data */
+    struct cal_stats stats;
+};
+
+struct mbox {
+    char *raw;     /* the source's name: the key sent back to it */
+    char *display; /* UTF-8 name, for logs, .status and the source URL */
+    char *path;    /* "/Calendars/Alice" */
+    pthread_mutex_t sync_lock; /* one sync of this mailbox at a time */
+    pthread_mutex_t lock;      /* guards the fields below */
+    struct mbox_snap *snap;    /* NULL until the first successful sync */
+    struct timespec synced_at; /* CLOCK_MONOTONIC of the last sync attempt */
+    int attempted;
+    time_t last_sync;  /* wall clock of the last successful sync */
+    char last_error[256];
+};
+
+struct dirnode {
+    char *name;
+    char *path; /* "/" or "/A/B" */
+    struct dirnode **kids; /* sorted by name */
+    size_t nkids;
+    struct mbox *mbox; /* NULL when no selectable mailbox has this name */
+};
+
+/* The directory tree as of one LIST. Immutable once published. */
+struct tree {
+    atomic_int refs;
+    struct dirnode *root;
+    struct mbox **mboxes; /* selectable mailboxes in the tree, by path */
+    size_t nmboxes;
+};
+
+struct store {
+    struct source *src;
+    const struct opts *o;
+    store_changed_fn changed;
+    void *changed_ctx;
+
+    pthread_mutex_t lock; /* guards tree, tree_at, registry, root_* */
+    struct tree *tree;
+    struct timespec tree_at;
+    int tree_attempted;
+    char tree_error[256];
+    pthread_mutex_t tree_sync_lock; /* one LIST at a time */
+
+    struct mbox **registry; /* every mailbox ever seen; freed with the store */
+    size_t nregistry;
+
+    pthread_mutex_t root_sync_lock; /* one build of the root merged at a time */
+    struct blob *root_merged;
+    int64_t root_mtime;
+    uint64_t root_generation; /* sum of the generations it was built from */
+
+    atomic_uint_fast64_t next_generation;
+    int64_t mounted_at; /* mtime of what has no mail behind it yet */
+};
+
+/* store.c */
+struct tree *store_tree_get(struct store *s, int force, int *err);
+void store_tree_unref(struct tree *t);
+int store_is_fresh(const struct store *s, const struct timespec *at, int attempted);
+uint64_t store_ino(const char *path);
+
+/* store_sync.c */
+struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *err);
+void mbox_snap_unref(struct mbox_snap *snap);
+int store_compare_file(const void *a, const void *b);
+int store_root_merged(struct store *s, struct tree *t, int force, struct blob **out,
+                      int64_t *mtime);
+struct mbox *mbox_new(const char *raw, const char *display, const char *path);
+void mbox_free(struct mbox *m);
+struct blob *store_empty_calendar(void);
+
+/* store_status.c */
+struct blob *store_status_text(struct store *s, struct tree *t, const struct dirnode *scope);
+
+#endif

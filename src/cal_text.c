@@ -1,0 +1,323 @@
+/*
+ * cal_text.c — byte-level helpers of the calendar module: a growable
+ * buffer, RFC 5545 §3.1 line folding (75 octets, never inside a UTF-8
+ * sequence), input sanitising, the nesting pre-check and property lookup
+ * in serialised component text. No libical here.
+ */
+#include "cal_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define CAL_FOLD 75 /* octets per physical line, excluding CRLF (RFC 5545 §3.1) */
+
+static int cal_buf_grow(struct cal_buf *b, size_t extra)
+{
+    if (b->oom)
+        return -1;
+    if (b->len + extra + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra + 1) {
+        if (cap > SIZE_MAX / 2) {
+            b->oom = 1;
+            return -1;
+        }
+        cap *= 2;
+    }
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->oom = 1;
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+void cal_buf_add(struct cal_buf *b, const char *s, size_t n)
+{
+    if (n == 0 || cal_buf_grow(b, n) < 0)
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void cal_buf_adds(struct cal_buf *b, const char *s)
+{
+    cal_buf_add(b, s, strlen(s));
+}
+
+char *cal_buf_take(struct cal_buf *b, size_t *len)
+{
+    if (b->oom) {
+        cal_buf_free(b);
+        return NULL;
+    }
+    if (!b->p && cal_buf_grow(b, 0) < 0)
+        return NULL;
+    b->p[b->len] = '\0';
+    char *p = b->p;
+    if (len)
+        *len = b->len;
+    b->p = NULL;
+    b->len = b->cap = 0;
+    return p;
+}
+
+void cal_buf_free(struct cal_buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+    b->oom = 0;
+}
+
+void cal_buf_add_line(struct cal_buf *b, const char *line, size_t n)
+{
+    size_t room = CAL_FOLD;
+    while (n > room) {
+        size_t cut = room;
+        /* Step back off UTF-8 continuation bytes so a sequence stays whole. */
+        while (cut > 1 && ((unsigned char)line[cut] & 0xC0) == 0x80)
+            cut--;
+        cal_buf_add(b, line, cut);
+        cal_buf_add(b, "\r\n ", 3);
+        line += cut;
+        n -= cut;
+        room = CAL_FOLD - 1; /* the leading space counts */
+    }
+    cal_buf_add(b, line, n);
+    cal_buf_add(b, "\r\n", 2);
+}
+
+void cal_buf_add_text(struct cal_buf *b, const char *text, size_t n)
+{
+    struct cal_buf line = {0};
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        while (i < n && text[i] != '\r' && text[i] != '\n')
+            i++;
+        cal_buf_add(&line, text + start, i - start);
+        if (i < n && text[i] == '\r')
+            i++;
+        if (i < n && text[i] == '\n')
+            i++;
+        /* A line starting with a space or tab continues the previous one. */
+        if (i < n && (text[i] == ' ' || text[i] == '\t')) {
+            i++;
+            continue;
+        }
+        if (line.len)
+            cal_buf_add_line(b, line.p, line.len);
+        line.len = 0;
+    }
+    if (line.oom)
+        b->oom = 1;
+    cal_buf_free(&line);
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+char *cal_sanitize(const char *text, size_t len)
+{
+    struct cal_buf b = {0};
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0;
+    if (cal_buf_grow(&b, len) < 0)
+        return NULL;
+    while (i < len) {
+        size_t run = i;
+        /* Copy plain printable ASCII in runs: the common case. */
+        while (run < len && s[run] >= 0x20 && s[run] < 0x7F)
+            run++;
+        cal_buf_add(&b, text + i, run - i);
+        i = run;
+        if (i >= len)
+            break;
+        unsigned char c = s[i];
+        if (c == '\r') {
+            /* CRLF and the doubled "\r\r\n" become LF; a lone CR ends a line. */
+            if (i + 1 < len && (s[i + 1] == '\n' || s[i + 1] == '\r')) {
+                i++;
+                continue;
+            }
+            cal_buf_add(&b, "\n", 1);
+            i++;
+        } else if (c == '\n' || c == '\t') {
+            cal_buf_add(&b, (const char *)&s[i], 1);
+            i++;
+        } else if (c < 0x20 || c == 0x7F) {
+            i++; /* NUL and other controls are not allowed in iCalendar text */
+        } else {
+            size_t l = utf8_seq(s + i, len - i);
+            if (l) {
+                cal_buf_add(&b, text + i, l);
+                i += l;
+            } else {
+                cal_buf_add(&b, "\xEF\xBF\xBD", 3); /* U+FFFD for a bad byte */
+                i++;
+            }
+        }
+    }
+    return cal_buf_take(&b, NULL);
+}
+
+int cal_check_nesting(const char *text, size_t len, int max, char *err, size_t errlen)
+{
+    int depth = 0;
+    size_t i = 0;
+    while (i < len) {
+        const char *line = text + i;
+        size_t rest = len - i;
+        if (rest >= 6 && strncasecmp(line, "BEGIN:", 6) == 0) {
+            if (++depth > max) {
+                if (err && errlen)
+                    snprintf(err, errlen, "components nested deeper than %d", max);
+                return -EINVAL;
+            }
+        } else if (rest >= 4 && strncasecmp(line, "END:", 4) == 0 && depth > 0) {
+            depth--;
+        }
+        const char *nl = memchr(line, '\n', rest);
+        const char *cr = memchr(line, '\r', nl ? (size_t)(nl - line) : rest);
+        const char *end = cr ? cr : nl;
+        if (!end)
+            break;
+        i = (size_t)(end - text) + 1;
+    }
+    return 0;
+}
+
+/* Unescapes an RFC 5545 §3.3.11 TEXT value in place. */
+static void cal_unescape(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (*r == '\\' && r[1]) {
+            r++;
+            *w++ = (*r == 'n' || *r == 'N') ? '\n' : *r;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
+/* Offset of the ':' that ends the name and parameters (quotes skipped). */
+static const char *cal_value_start(const char *line)
+{
+    int quoted = 0;
+    for (const char *p = line; *p; p++) {
+        if (*p == '"')
+            quoted = !quoted;
+        else if (*p == ':' && !quoted)
+            return p + 1;
+    }
+    return NULL;
+}
+
+int cal_text_match(const char *text, size_t len, const char *prop, const regex_t *re)
+{
+    struct cal_buf line = {0};
+    size_t plen = strlen(prop);
+    int depth = 0, found = 0;
+    size_t i = 0;
+    while (i < len && !found) {
+        size_t start = i;
+        while (i < len && text[i] != '\r' && text[i] != '\n')
+            i++;
+        cal_buf_add(&line, text + start, i - start);
+        if (i < len && text[i] == '\r')
+            i++;
+        if (i < len && text[i] == '\n')
+            i++;
+        if (i < len && (text[i] == ' ' || text[i] == '\t')) {
+            i++;
+            continue;
+        }
+        if (line.oom)
+            break;
+        if (line.len == 0)
+            continue;
+        if (line.len >= 6 && strncasecmp(line.p, "BEGIN:", 6) == 0) {
+            depth++;
+        } else if (line.len >= 4 && strncasecmp(line.p, "END:", 4) == 0) {
+            depth--;
+        } else if (depth == 1 && line.len > plen && strncasecmp(line.p, prop, plen) == 0 &&
+                   (line.p[plen] == ':' || line.p[plen] == ';')) {
+            char *v = (char *)cal_value_start(line.p);
+            if (v) {
+                cal_unescape(v);
+                found = regexec(re, v, 0, NULL, 0) == 0;
+            }
+        }
+        line.len = 0;
+    }
+    cal_buf_free(&line);
+    return found;
+}
+
+char *cal_text_insert_before_end(const char *text, size_t len, const char *line, size_t *outlen)
+{
+    /* The component text ends "END:VEVENT\r\n": find the start of that line. */
+    size_t end = len;
+    if (end >= 2 && text[end - 1] == '\n' && text[end - 2] == '\r')
+        end -= 2;
+    size_t last = end;
+    while (last > 0 && text[last - 1] != '\n')
+        last--;
+    struct cal_buf b = {0};
+    cal_buf_add(&b, text, last);
+    cal_buf_add_line(&b, line, strlen(line));
+    cal_buf_add(&b, text + last, len - last);
+    return cal_buf_take(&b, outlen);
+}
+
+void cal_buf_add_param(struct cal_buf *b, const char *value)
+{
+    int quote = strpbrk(value, ":;,") != NULL;
+    if (quote)
+        cal_buf_add(b, "\"", 1);
+    for (const char *p = value; *p; p++)
+        if (*p != '"')
+            cal_buf_add(b, p, 1);
+    if (quote)
+        cal_buf_add(b, "\"", 1);
+}

@@ -1,0 +1,173 @@
+/*
+ * imapcalfs.c — the program: options, the mount-time check, the FUSE loop.
+ *
+ * Everything that can fail for a reason the user must fix (options,
+ * password, server, certificate, login, mountpoint) fails here, before
+ * daemonizing, with one line on stderr and exit status 1. After that the
+ * process serves the mount until it is unmounted or gets SIGTERM/SIGINT,
+ * and then exits 0.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cal.h"
+#include "fsops.h"
+#include <fuse_lowlevel.h>
+#include "log.h"
+#include "opts.h"
+#include "source.h"
+#include "store.h"
+
+#define IMAPCALFS_VERSION "0.1"
+
+/*
+ * Tells systemd (Type=notify) that the mount is live: one datagram to
+ * $NOTIFY_SOCKET (sd_notify(3) protocol, without libsystemd).
+ */
+static void notify_ready(void)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    const char msg[] = "READY=1";
+    socklen_t len;
+    int fd;
+
+    if (path == NULL || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof sa.sun_path)
+        return;
+    memcpy(sa.sun_path, path, strlen(path));
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract namespace */
+    len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+    if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+        return;
+    if (sendto(fd, msg, sizeof msg - 1, 0, (struct sockaddr *)&sa, len) < 0)
+        log_warn("cannot notify systemd: %s", strerror(errno));
+    close(fd);
+}
+
+static int usage_error(const char *msg)
+{
+    fprintf(stderr, "imapcalfs: %s\n", msg);
+    return 1;
+}
+
+/* The FUSE loop: multi-threaded unless -s. Returns the loop's result. */
+static int serve(struct fuse *fuse, const struct opts *o)
+{
+    struct fuse_loop_config *cfg;
+    int rc;
+
+    if (o->singlethread)
+        return fuse_loop(fuse);
+    if ((cfg = fuse_loop_cfg_create()) == NULL)
+        return -ENOMEM;
+    fuse_loop_cfg_set_max_threads(cfg, 16);
+    fuse_loop_cfg_set_idle_threads(cfg, 4);
+    rc = fuse_loop_mt(fuse, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    return rc;
+}
+
+static void print_version(void)
+{
+    printf("imapcalfs version %s\n", IMAPCALFS_VERSION);
+    printf("FUSE library version %s\n", fuse_pkgversion());
+}
+
+int main(int argc, char **argv)
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct opts o;
+    struct source *src = NULL;
+    struct store *store = NULL;
+    struct fsops *fs = NULL;
+    struct fuse *fuse = NULL;
+    char err[512], *password = NULL;
+    int rc = 1, mounted = 0, handlers = 0;
+
+    log_init("imapcalfs");
+    /* libetpan writes to sockets without MSG_NOSIGNAL (notes §0.8). */
+    signal(SIGPIPE, SIG_IGN);
+    if (opts_parse(&args, &o, err, sizeof err) != 0) {
+        rc = usage_error(err);
+        goto out;
+    }
+    if (o.show_help) {
+        opts_print_help(argv[0]);
+        printf("FUSE options:\n");
+        fuse_cmdline_help();
+        fuse_lib_help(&args);
+        rc = 0;
+        goto out;
+    }
+    if (o.show_version) {
+        print_version();
+        rc = 0;
+        goto out;
+    }
+    log_set_debug(o.debug);
+    cal_global_init();
+    if (o.kind != OPTS_SRC_MAILDIR && (password = opts_password(&o, err, sizeof err)) == NULL) {
+        rc = usage_error(err);
+        goto out;
+    }
+    src = source_new(&o, password);
+    opts_password_free(password);
+    if (src == NULL) {
+        rc = usage_error("out of memory");
+        goto out;
+    }
+    if (source_check(src, err, sizeof err) != 0) {
+        rc = usage_error(err);
+        goto out;
+    }
+    if ((store = store_new(src, &o)) == NULL || (fs = fsops_new(store)) == NULL) {
+        rc = usage_error("out of memory");
+        goto out;
+    }
+    if ((fuse = fuse_new(&args, fsops_operations(), sizeof(struct fuse_operations), fs)) ==
+        NULL) {
+        rc = usage_error("cannot set up FUSE (see the message above)");
+        goto out;
+    }
+    if (fuse_mount(fuse, o.mountpoint) != 0) {
+        snprintf(err, sizeof err, "cannot mount on %s", o.mountpoint);
+        rc = usage_error(err);
+        goto out;
+    }
+    mounted = 1;
+    if (fuse_daemonize(o.foreground) != 0) {
+        rc = usage_error("cannot daemonize");
+        goto out;
+    }
+    if (!o.foreground)
+        log_use_syslog();
+    if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0) {
+        log_err("cannot set signal handlers");
+        goto out;
+    }
+    handlers = 1;
+    log_info("%s mounted on %s", opts_account(&o), o.mountpoint);
+    notify_ready();
+    /* The loop returns the signal number after SIGTERM/SIGINT: a clean end. */
+    rc = serve(fuse, &o) < 0 ? 1 : 0;
+out:
+    if (handlers)
+        fuse_remove_signal_handlers(fuse_get_session(fuse));
+    if (mounted)
+        fuse_unmount(fuse);
+    if (fuse)
+        fuse_destroy(fuse);
+    fsops_free(fs);
+    store_free(store);
+    source_free(src);
+    fuse_opt_free_args(&args);
+    opts_free(&o);
+    return rc;
+}

@@ -1,0 +1,618 @@
+/*
+ * store_sync.c — bringing one mailbox up to date, and the root's merged
+ * calendar.
+ *
+ * A sync lists the mailbox (UIDs, dates, calendar parts), keeps the parsed
+ * versions of messages it already knows (same UIDVALIDITY and UID: IMAP
+ * messages never change, RFC 3501 §2.3.1.1), fetches and parses only the
+ * parts of new messages, then renders a new snapshot and publishes it.
+ * Readers keep using the old snapshot until the swap; paths whose bytes
+ * changed are reported so the kernel's caches can be dropped.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mime.h"
+#include "names.h"
+#include "opts.h"
+#include "source.h"
+#include "store_internal.h"
+
+/* ---- reference counting ---------------------------------------------- */
+
+static struct msgver *msgver_new(uint32_t uid, int64_t internaldate, const struct cal_origin *o)
+{
+    struct msgver *mv = calloc(1, sizeof *mv);
+
+    if (mv == NULL)
+        return NULL;
+    atomic_init(&mv->refs, 1);
+    mv->uid = uid;
+    mv->internaldate = internaldate;
+    if ((mv->v = cal_versions_new(o)) == NULL) {
+        free(mv);
+        return NULL;
+    }
+    return mv;
+}
+
+static void msgver_unref(struct msgver *mv)
+{
+    if (mv && atomic_fetch_sub(&mv->refs, 1) == 1) {
+        cal_versions_free(mv->v);
+        free(mv);
+    }
+}
+
+static void snap_free(struct mbox_snap *snap)
+{
+    for (size_t i = 0; i < snap->nmsgs; i++)
+        msgver_unref(snap->msgs[i]);
+    free(snap->msgs);
+    for (size_t i = 0; i < snap->nfiles; i++) {
+        free(snap->files[i].name);
+        blob_unref(snap->files[i].bytes);
+    }
+    free(snap->files);
+    blob_unref(snap->merged);
+    free(snap);
+}
+
+void mbox_snap_unref(struct mbox_snap *snap)
+{
+    if (snap && atomic_fetch_sub(&snap->refs, 1) == 1)
+        snap_free(snap);
+}
+
+static struct mbox_snap *snap_ref(struct mbox_snap *snap)
+{
+    if (snap)
+        atomic_fetch_add(&snap->refs, 1);
+    return snap;
+}
+
+struct mbox *mbox_new(const char *raw, const char *display, const char *path)
+{
+    struct mbox *m = calloc(1, sizeof *m);
+
+    if (m == NULL)
+        return NULL;
+    m->raw = strdup(raw);
+    m->display = strdup(display);
+    m->path = strdup(path);
+    if (!m->raw || !m->display || !m->path) {
+        free(m->raw);
+        free(m->display);
+        free(m->path);
+        free(m);
+        return NULL;
+    }
+    pthread_mutex_init(&m->sync_lock, NULL);
+    pthread_mutex_init(&m->lock, NULL);
+    return m;
+}
+
+void mbox_free(struct mbox *m)
+{
+    if (m == NULL)
+        return;
+    mbox_snap_unref(m->snap);
+    pthread_mutex_destroy(&m->sync_lock);
+    pthread_mutex_destroy(&m->lock);
+    free(m->raw);
+    free(m->display);
+    free(m->path);
+    free(m);
+}
+
+/* ---- the source URL of RFC 5092 ---------------------------------------- */
+
+/* Appends s percent-encoded (RFC 3986: everything but unreserved and a few). */
+static void url_append(char *out, size_t outlen, const char *s, const char *keep)
+{
+    size_t n = strlen(out);
+
+    for (; *s && n + 4 < outlen; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            strchr("-._~", ch) || (keep && strchr(keep, ch)))
+            out[n++] = (char)ch;
+        else
+            n += (size_t)snprintf(out + n, outlen - n, "%%%02X", ch);
+    }
+    out[n] = '\0';
+}
+
+/* imap://user@host:port/Mailbox;UIDVALIDITY=v/;UID=u (RFC 5092 §6). */
+static void source_url(const struct opts *o, const struct mbox *m, uint32_t uidvalidity,
+                       uint32_t uid, char *out, size_t outlen)
+{
+    char tail[64];
+
+    if (o->kind == OPTS_SRC_MAILDIR) {
+        snprintf(out, outlen, "file://");
+        url_append(out, outlen, o->maildir, "/");
+        strncat(out, "#", outlen - strlen(out) - 1);
+        url_append(out, outlen, m->display, "/");
+    } else {
+        snprintf(out, outlen, "imap://");
+        url_append(out, outlen, o->user, NULL);
+        strncat(out, "@", outlen - strlen(out) - 1);
+        url_append(out, outlen, o->host, ":[]");
+        snprintf(tail, sizeof tail, ":%u/", o->port);
+        strncat(out, tail, outlen - strlen(out) - 1);
+        url_append(out, outlen, m->display, "/");
+    }
+    snprintf(tail, sizeof tail, ";UIDVALIDITY=%u/;UID=%u", uidvalidity, uid);
+    strncat(out, tail, outlen - strlen(out) - 1);
+}
+
+/* ---- fetching and parsing the parts of new messages ------------------ */
+
+struct part_meta {
+    struct msgver *mv;
+    const struct mime_part *part;
+    uint32_t uid;
+};
+
+struct fetch_ctx {
+    struct store *s;
+    struct mbox *m;
+    struct part_meta *meta;
+    struct src_part_req *reqs;
+    size_t n;
+    unsigned char *seen; /* a part reported twice (after a reconnect) is parsed once */
+};
+
+/* Decodes one fetched part and parses it into its message's versions. */
+static int on_part(void *arg, size_t i, const char *data, size_t len)
+{
+    struct fetch_ctx *c = arg;
+    struct part_meta *pm = &c->meta[i];
+    struct cal_stats *st = &pm->mv->stats;
+    char err[256], *text = NULL;
+    size_t tlen = 0;
+    int rc;
+
+    if (c->seen[i])
+        return 0;
+    c->seen[i] = 1;
+    rc = mime_decode_part(data, len, pm->part->encoding, pm->part->charset, &text, &tlen, err,
+                          sizeof err);
+    if (rc == -ENOMEM)
+        return rc;
+    if (rc != 0) {
+        st->parts++;
+        st->parts_bad++;
+        log_warn("%s: UID %u part %s skipped: %s", c->m->display, pm->uid, pm->part->section, err);
+        return 0;
+    }
+    rc = cal_versions_add_part(pm->mv->v, text, tlen, &c->s->o->filter, st, err, sizeof err);
+    free(text);
+    if (rc == -ENOMEM)
+        return rc;
+    if (rc < 0)
+        log_warn("%s: UID %u part %s skipped: %s", c->m->display, pm->uid, pm->part->section, err);
+    return 0;
+}
+
+/* Finds uid among the old snapshot's messages (sorted by uid). */
+static struct msgver *old_msgver(const struct mbox_snap *old, uint32_t uid)
+{
+    size_t lo = 0, hi = old ? old->nmsgs : 0;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (old->msgs[mid]->uid == uid)
+            return old->msgs[mid];
+        if (old->msgs[mid]->uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/*
+ * Fills snap->msgs for the listing: known messages are shared with the old
+ * snapshot, new ones get fresh versions from their fetched parts.
+ */
+static int collect_versions(struct store *s, struct mbox *m, const struct mbox_snap *old,
+                            const struct src_listing *l, struct mbox_snap *snap, char *err,
+                            size_t errlen)
+{
+    struct fetch_ctx fc = {.s = s, .m = m};
+    size_t nparts = 0, k = 0;
+    int rc = 0;
+
+    if (old && old->uidvalidity != l->uidvalidity) {
+        log_info("%s: UIDVALIDITY changed (%u -> %u): reading it anew", m->display,
+                 old->uidvalidity, l->uidvalidity);
+        old = NULL;
+    }
+    for (size_t i = 0; i < l->count; i++)
+        if (l->msgs[i].parts.count && !old_msgver(old, l->msgs[i].uid))
+            nparts += l->msgs[i].parts.count;
+    snap->msgs = calloc(l->count ? l->count : 1, sizeof *snap->msgs);
+    fc.meta = calloc(nparts ? nparts : 1, sizeof *fc.meta);
+    fc.reqs = calloc(nparts ? nparts : 1, sizeof *fc.reqs);
+    fc.seen = calloc(nparts ? nparts : 1, 1);
+    if (!snap->msgs || !fc.meta || !fc.reqs || !fc.seen) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < l->count; i++) {
+        const struct src_message *msg = &l->msgs[i];
+        struct msgver *mv;
+        char url[1024];
+        struct cal_origin origin;
+
+        if (msg->parts.count == 0)
+            continue;
+        if ((mv = old_msgver(old, msg->uid)) != NULL) {
+            atomic_fetch_add(&mv->refs, 1);
+            snap->msgs[snap->nmsgs++] = mv;
+            continue;
+        }
+        source_url(s->o, m, l->uidvalidity, msg->uid, url, sizeof url);
+        origin = (struct cal_origin){.mailbox = m->display,
+                                     .uid = msg->uid,
+                                     .internaldate = msg->internaldate,
+                                     .source_url = url};
+        if ((mv = msgver_new(msg->uid, msg->internaldate, &origin)) == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        snap->msgs[snap->nmsgs++] = mv;
+        for (size_t p = 0; p < msg->parts.count; p++, k++) {
+            fc.meta[k] = (struct part_meta){mv, &msg->parts.parts[p], msg->uid};
+            fc.reqs[k] = (struct src_part_req){msg->uid, msg->parts.parts[p].section};
+        }
+    }
+    fc.n = k;
+    rc = source_fetch_parts(s->src, m->raw, l->uidvalidity, fc.reqs, fc.n, on_part, &fc, err,
+                            errlen);
+out:
+    free(fc.meta);
+    free(fc.reqs);
+    free(fc.seen);
+    return rc;
+}
+
+/* ---- rendering -------------------------------------------------------- */
+
+int store_compare_file(const void *a, const void *b)
+{
+    return strcmp(((const struct snap_file *)a)->name, ((const struct snap_file *)b)->name);
+}
+
+static const struct snap_file *find_file(const struct mbox_snap *snap, const char *name)
+{
+    struct snap_file key = {.name = (char *)name};
+
+    if (snap == NULL || snap->nfiles == 0)
+        return NULL;
+    return bsearch(&key, snap->files, snap->nfiles, sizeof key, store_compare_file);
+}
+
+/* Keeps the old blob when the bytes are equal, so unchanged files stay put. */
+static struct blob *reuse_or_new(const struct blob *old, char *data, size_t len, int *changed)
+{
+    if (old && old->len == len && memcmp(old->data, data, len) == 0) {
+        free(data);
+        return blob_ref((struct blob *)old);
+    }
+    *changed = 1;
+    return blob_take(data, len);
+}
+
+static void notify(struct store *s, const char *dir, const char *name)
+{
+    char path[4096];
+
+    if (s->changed == NULL)
+        return;
+    if (name == NULL)
+        snprintf(path, sizeof path, "%s", dir);
+    else
+        snprintf(path, sizeof path, "%s/%s", strcmp(dir, "/") == 0 ? "" : dir, name);
+    s->changed(s->changed_ctx, path);
+}
+
+/*
+ * Renders snap's event files and merged.ics from its versions. *changed
+ * says whether anything differs from old; the changed paths are reported.
+ */
+static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
+                  struct mbox_snap *snap, int *changed)
+{
+    struct cal_versions **vs = calloc(snap->nmsgs ? snap->nmsgs : 1, sizeof *vs);
+    struct cal_result res = {0};
+    int rc;
+
+    if (vs == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < snap->nmsgs; i++)
+        vs[i] = snap->msgs[i]->v;
+    rc = cal_resolve(vs, snap->nmsgs, &s->o->filter, CAL_WANT_EVENTS | CAL_WANT_MERGED, &res);
+    free(vs);
+    if (rc != 0)
+        return rc;
+    if ((snap->files = calloc(res.nevents ? res.nevents : 1, sizeof *snap->files)) == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < res.nevents; i++) {
+        struct snap_file *f = &snap->files[snap->nfiles];
+
+        if ((f->name = name_for_uid(res.events[i].uid, strlen(res.events[i].uid))) == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        f->mtime = res.events[i].mtime;
+        f->bytes = blob_take(res.events[i].data, res.events[i].len);
+        res.events[i].data = NULL;
+        snap->nfiles++;
+        if (f->bytes == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+    qsort(snap->files, snap->nfiles, sizeof *snap->files, store_compare_file);
+    for (size_t i = 0; i < snap->nfiles; i++) {
+        const struct snap_file *of = find_file(old, snap->files[i].name);
+
+        if (of && blob_equal(of->bytes, snap->files[i].bytes)) {
+            /* Same bytes: share the old buffer, nothing to invalidate. */
+            blob_unref(snap->files[i].bytes);
+            snap->files[i].bytes = blob_ref(of->bytes);
+            continue;
+        }
+        *changed = 1;
+        notify(s, m->path, snap->files[i].name);
+    }
+    for (size_t i = 0; old && i < old->nfiles; i++)
+        if (!find_file(snap, old->files[i].name)) {
+            *changed = 1;
+            notify(s, m->path, old->files[i].name);
+        }
+    snap->merged_mtime = res.merged_mtime;
+    snap->merged = reuse_or_new(old ? old->merged : NULL, res.merged, res.merged_len, changed);
+    res.merged = NULL;
+    if (snap->merged == NULL)
+        rc = -ENOMEM;
+out:
+    cal_result_free(&res);
+    return rc;
+}
+
+static int64_t wall_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec;
+}
+
+/* Directory mtime: moves whenever the listing or a file in it changes. */
+static int64_t dir_mtime(const struct mbox_snap *old, const struct mbox_snap *snap, int changed,
+                         int64_t newest_message)
+{
+    int64_t t = snap->merged_mtime > newest_message ? snap->merged_mtime : newest_message;
+
+    for (size_t i = 0; i < snap->nfiles; i++)
+        if (snap->files[i].mtime > t)
+            t = snap->files[i].mtime;
+    if (old == NULL)
+        return t;
+    if (!changed)
+        return old->dir_mtime;
+    t = t > wall_now() ? t : wall_now();
+    return t > old->dir_mtime ? t : old->dir_mtime + 1;
+}
+
+/* One sync: list, fetch what is new, render, publish. */
+static int mbox_sync(struct store *s, struct mbox *m, char *err, size_t errlen)
+{
+    struct src_listing l = {0};
+    struct mbox_snap *old, *snap = NULL;
+    int64_t newest = 0;
+    int rc, changed = 0;
+
+    pthread_mutex_lock(&m->lock);
+    old = snap_ref(m->snap);
+    pthread_mutex_unlock(&m->lock);
+    if ((rc = source_list_messages(s->src, m->raw, &l, err, errlen)) != 0)
+        goto out;
+    if ((snap = calloc(1, sizeof *snap)) == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    atomic_init(&snap->refs, 1);
+    snap->uidvalidity = l.uidvalidity;
+    snap->messages = (unsigned)l.count;
+    for (size_t i = 0; i < l.count; i++)
+        newest = l.msgs[i].internaldate > newest ? l.msgs[i].internaldate : newest;
+    if ((rc = collect_versions(s, m, old, &l, snap, err, errlen)) != 0 ||
+        (rc = render(s, m, old, snap, &changed)) != 0)
+        goto out;
+    for (size_t i = 0; i < snap->nmsgs; i++) {
+        const struct cal_stats *st = &snap->msgs[i]->stats;
+
+        snap->stats.parts += st->parts;
+        snap->stats.parts_bad += st->parts_bad;
+        snap->stats.versions += st->versions;
+        snap->stats.warnings += st->warnings;
+    }
+    if (old == NULL)
+        changed = 1;
+    snap->generation = changed ? atomic_fetch_add(&s->next_generation, 1) + 1 : old->generation;
+    snap->dir_mtime = dir_mtime(old, snap, changed, newest);
+    log_debug("%s: synced, %zu messages, %zu with calendar data, %zu events", m->display, l.count,
+              snap->nmsgs, snap->nfiles);
+    pthread_mutex_lock(&m->lock);
+    mbox_snap_unref(m->snap);
+    m->snap = snap;
+    m->last_sync = wall_now();
+    m->last_error[0] = '\0';
+    pthread_mutex_unlock(&m->lock);
+    snap = NULL;
+    if (changed && old)
+        notify(s, m->path, NULL);
+out:
+    if (snap)
+        mbox_snap_unref(snap);
+    mbox_snap_unref(old);
+    source_listing_free(&l);
+    return rc;
+}
+
+/*
+ * The mailbox's current snapshot, synced first when it is older than ttl
+ * (or when force). When the sync fails the old snapshot is served (stale)
+ * and the error kept for .status; with no snapshot at all, -EIO.
+ */
+struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp)
+{
+    struct mbox_snap *snap;
+    char err[256];
+    int rc;
+
+    pthread_mutex_lock(&m->lock);
+    if (!force && m->snap && store_is_fresh(s, &m->synced_at, m->attempted)) {
+        snap = snap_ref(m->snap);
+        pthread_mutex_unlock(&m->lock);
+        return snap;
+    }
+    pthread_mutex_unlock(&m->lock);
+
+    pthread_mutex_lock(&m->sync_lock);
+    pthread_mutex_lock(&m->lock);
+    /* Another reader may have synced while we waited for the sync lock. */
+    if (m->snap && store_is_fresh(s, &m->synced_at, m->attempted) && !force) {
+        snap = snap_ref(m->snap);
+        pthread_mutex_unlock(&m->lock);
+        pthread_mutex_unlock(&m->sync_lock);
+        return snap;
+    }
+    pthread_mutex_unlock(&m->lock);
+    err[0] = '\0';
+    rc = mbox_sync(s, m, err, sizeof err);
+    pthread_mutex_lock(&m->lock);
+    clock_gettime(CLOCK_MONOTONIC, &m->synced_at);
+    m->attempted = 1;
+    if (rc != 0) {
+        snprintf(m->last_error, sizeof m->last_error, "%s", err[0] ? err : strerror(-rc));
+        log_warn("%s: sync failed: %s%s", m->display, m->last_error,
+                 m->snap ? " (serving the cached copy)" : "");
+    }
+    snap = snap_ref(m->snap);
+    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&m->sync_lock);
+    if (snap == NULL)
+        *errp = rc == -ENOENT ? -ENOENT : -EIO;
+    return snap;
+}
+
+/* ---- the root's merged.ics -------------------------------------------- */
+
+struct blob *store_empty_calendar(void)
+{
+    struct cal_result res = {0};
+    struct blob *b;
+    struct cal_filter none = {0};
+
+    if (cal_resolve(NULL, 0, &none, CAL_WANT_MERGED, &res) != 0)
+        return NULL;
+    b = blob_take(res.merged, res.merged_len);
+    res.merged = NULL;
+    cal_result_free(&res);
+    return b;
+}
+
+/* Mixes (path, generation) pairs into one key for the cached root file. */
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    return h;
+}
+
+/*
+ * Every selected mailbox merged into one calendar. Built again only when
+ * some mailbox's content changed since the last build.
+ */
+int store_root_merged(struct store *s, struct tree *t, int force, struct blob **out,
+                      int64_t *mtime)
+{
+    struct mbox_snap **snaps = calloc(t->nmboxes ? t->nmboxes : 1, sizeof *snaps);
+    struct cal_versions **vs = NULL;
+    struct cal_result res = {0};
+    size_t nvs = 0;
+    uint64_t key = t->nmboxes;
+    int rc = 0;
+
+    if (snaps == NULL)
+        return -ENOMEM;
+    pthread_mutex_lock(&s->root_sync_lock);
+    for (size_t i = 0; i < t->nmboxes; i++) {
+        int err = 0;
+
+        if ((snaps[i] = mbox_get(s, t->mboxes[i], force, &err)) == NULL) {
+            rc = err == -ENOENT ? -EIO : err;
+            goto out;
+        }
+        key = mix(mix(key, store_ino(t->mboxes[i]->path)), snaps[i]->generation);
+        nvs += snaps[i]->nmsgs;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->root_merged && s->root_generation == key) {
+        *out = blob_ref(s->root_merged);
+        *mtime = s->root_mtime;
+        pthread_mutex_unlock(&s->lock);
+        goto out;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if ((vs = calloc(nvs ? nvs : 1, sizeof *vs)) == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    nvs = 0;
+    for (size_t i = 0; i < t->nmboxes; i++)
+        for (size_t j = 0; j < snaps[i]->nmsgs; j++)
+            vs[nvs++] = snaps[i]->msgs[j]->v;
+    if ((rc = cal_resolve(vs, nvs, &s->o->filter, CAL_WANT_MERGED, &res)) != 0)
+        goto out;
+    pthread_mutex_lock(&s->lock);
+    {
+        int changed = 0;
+        struct blob *b = reuse_or_new(s->root_merged, res.merged, res.merged_len, &changed);
+
+        res.merged = NULL;
+        if (b == NULL) {
+            pthread_mutex_unlock(&s->lock);
+            rc = -ENOMEM;
+            goto out;
+        }
+        blob_unref(s->root_merged);
+        s->root_merged = b;
+        s->root_mtime = res.merged_mtime;
+        s->root_generation = key;
+        *out = blob_ref(b);
+        *mtime = s->root_mtime;
+    }
+    pthread_mutex_unlock(&s->lock);
+    notify(s, "/", NAME_MERGED);
+out:
+    pthread_mutex_unlock(&s->root_sync_lock);
+    cal_result_free(&res);
+    free(vs);
+    for (size_t i = 0; i < t->nmboxes; i++)
+        mbox_snap_unref(snaps[i]);
+    free(snaps);
+    return rc;
+}
