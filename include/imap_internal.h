@@ -56,8 +56,16 @@ int imap_sasl_plain_available(void);
 /* Driver operations of imap_fetch.c. */
 int imap_list_mailboxes(struct source *s, struct src_mailbox **out, size_t *n, char *err,
                         size_t errlen);
-int imap_list_messages(struct source *s, const char *mailbox, struct src_listing *out, char *err,
-                       size_t errlen);
+int imap_list_messages(struct source *s, const char *mailbox, const struct src_listing *known,
+                       struct src_listing *out, char *err, size_t errlen);
+
+/*
+ * The search= keys (RFC 3501 §6.4.4 syntax, e.g. "SINCE 1-Jan-2026 FROM
+ * boss@example.org") as a libetpan search key; NULL keys give ALL.
+ * Returns 0, -EINVAL with the reason in err, or -ENOMEM.
+ */
+struct mailimap_search_key;
+int imap_search_key(const char *keys, struct mailimap_search_key **out, char *err, size_t errlen);
 int imap_fetch_parts(struct source *s, const char *mailbox, uint32_t uidvalidity,
                      const struct src_part_req *reqs, size_t n,
                      int (*fn)(void *ctx, size_t index, const char *data, size_t len), void *ctx,

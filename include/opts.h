@@ -71,6 +71,16 @@ struct opts {
  */
 int opts_parse(struct fuse_args *args, struct opts *o, char *err, size_t errlen);
 
+/* Zeroes o and sets the defaults (ttl 60, timeout 30, connections 2). */
+void opts_defaults(struct opts *o);
+
+/*
+ * Checks o once its fields are set (by opts_parse or by mailbox2ics):
+ * parses source, fills in defaults that depend on it and builds the
+ * calendar filter. Returns 0, or -EINVAL after writing one line to err.
+ */
+int opts_validate(struct opts *o, char *err, size_t errlen);
+
 /* Prints our part of -h. */
 void opts_print_help(const char *progname);
 

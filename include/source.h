@@ -33,6 +33,7 @@ struct src_message {
 struct src_listing {
     uint32_t uidvalidity;
     uint64_t highestmodseq;   /* 0 when the source has no CONDSTORE */
+    uint32_t exists;          /* messages in the mailbox (msgs may hold fewer: search=) */
     struct src_message *msgs; /* sorted by uid */
     size_t count;
 };
@@ -56,8 +57,8 @@ struct source_driver {
     int (*check)(struct source *s, char *err, size_t errlen);
     int (*list_mailboxes)(struct source *s, struct src_mailbox **out, size_t *n, char *err,
                           size_t errlen);
-    int (*list_messages)(struct source *s, const char *mailbox, struct src_listing *out, char *err,
-                         size_t errlen);
+    int (*list_messages)(struct source *s, const char *mailbox, const struct src_listing *known,
+                         struct src_listing *out, char *err, size_t errlen);
     int (*fetch_parts)(struct source *s, const char *mailbox, uint32_t uidvalidity,
                        const struct src_part_req *reqs, size_t n, src_part_fn fn, void *ctx,
                        char *err, size_t errlen);
@@ -91,11 +92,18 @@ void source_mailboxes_free(struct src_mailbox *m, size_t n);
 
 /*
  * Every message of mailbox with its UID, INTERNALDATE and calendar parts,
- * read-only (IMAP: EXAMINE, one UID FETCH of BODYSTRUCTURE). -ENOENT when
- * the mailbox is gone. Free with source_listing_free().
+ * read-only (IMAP: EXAMINE, one UID FETCH of BODYSTRUCTURE). known, when
+ * not NULL, is an earlier listing of the same mailbox: the driver then asks
+ * only what changed (nothing at all when HIGHESTMODSEQ and EXISTS are
+ * unchanged; else the UID list, and the structure of new UIDs only) and
+ * copies the rest from known. -ENOENT when the mailbox is gone. Free out
+ * with source_listing_free().
  */
-int source_list_messages(struct source *s, const char *mailbox, struct src_listing *out, char *err,
-                         size_t errlen);
+int source_list_messages(struct source *s, const char *mailbox, const struct src_listing *known,
+                         struct src_listing *out, char *err, size_t errlen);
+
+/* A deep copy of message m into out (parts included). 0 or -ENOMEM. */
+int source_message_copy(const struct src_message *m, struct src_message *out);
 void source_listing_free(struct src_listing *l);
 
 /*

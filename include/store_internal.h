@@ -14,6 +14,7 @@
 
 #include "blob.h"
 #include "cal.h"
+#include "source.h"
 #include "store.h"
 
 /* The calendar versions of one message; shared by successive snapshots. */
@@ -35,6 +36,7 @@ struct snap_file {
 struct mbox_snap {
     atomic_int refs;
     uint32_t uidvalidity;
+    struct src_listing listing; /* every message: what the next sync compares with */
     struct msgver **msgs; /* messages with calendar parts, by uid */
     size_t nmsgs;
     struct snap_file *files; /* event files, by name */

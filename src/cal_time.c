@@ -137,12 +137,14 @@ int64_t cal_time_utc(struct cal_zctx *z, struct icaltimetype t, const char *tzid
 
 static void cal_key_print(struct icaltimetype t, int utc, char out[CAL_KEY_MAX])
 {
-    int y = t.year < 0 ? 0 : t.year > 9999 ? 9999 : t.year;
-    if (t.is_date)
-        snprintf(out, CAL_KEY_MAX, "%04d%02d%02d", y, t.month % 100, t.day % 100);
-    else
-        snprintf(out, CAL_KEY_MAX, "%04d%02d%02dT%02d%02d%02d%s", y, t.month % 100, t.day % 100,
-                 t.hour % 100, t.minute % 100, t.second % 100, utc ? "Z" : "");
+    unsigned y = t.year < 0 ? 0u : t.year > 9999 ? 9999u : (unsigned)t.year;
+    unsigned mo = (unsigned)t.month % 100u, d = (unsigned)t.day % 100u;
+    if (t.is_date) {
+        snprintf(out, CAL_KEY_MAX, "%04u%02u%02u", y, mo, d);
+        return;
+    }
+    snprintf(out, CAL_KEY_MAX, "%04u%02u%02uT%02u%02u%02u%s", y, mo, d, (unsigned)t.hour % 100u,
+             (unsigned)t.minute % 100u, (unsigned)t.second % 100u, utc ? "Z" : "");
 }
 
 /* Key of local fields t in zone: UTC when the zone is known. */
@@ -209,7 +211,8 @@ struct cal_expand {
 static int cal_excluded(const struct cal_expand *x, const char *key, struct icaltimetype local)
 {
     char date[CAL_KEY_MAX];
-    snprintf(date, sizeof date, "%04d%02d%02d", local.year, local.month % 100, local.day % 100);
+    local.is_date = 1;
+    cal_key_print(local, 0, date);
     for (size_t i = 0; i < x->nex; i++)
         if (strcmp(x->ex[i], key) == 0 || strcmp(x->ex[i], date) == 0)
             return 1;

@@ -383,7 +383,18 @@ static int check_op(struct imap_src *src, struct imap_conn *c, void *arg, char *
 
 static int imap_check(struct source *s, char *err, size_t errlen)
 {
-    return imap_with_session(imap_of(s), check_op, NULL, err, errlen);
+    struct imap_src *src = imap_of(s);
+
+    /* A search= the server could not run is an error now, not at first read. */
+    if (src->search) {
+        struct mailimap_search_key *key = NULL;
+        int rc = imap_search_key(src->search, &key, err, errlen);
+
+        if (rc != 0)
+            return rc;
+        mailimap_search_key_free(key);
+    }
+    return imap_with_session(src, check_op, NULL, err, errlen);
 }
 
 static void imap_free(struct source *s)

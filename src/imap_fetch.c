@@ -218,58 +218,179 @@ static int compare_message(const void *a, const void *b)
 
 struct messages_arg {
     const char *mailbox;
+    const struct src_listing *known;
     struct src_listing *out;
 };
+
+/* UID FETCH set (UID INTERNALDATE BODYSTRUCTURE), appending to la->out. */
+static int fetch_structure(struct imap_src *src, struct imap_conn *c, struct mailimap_set *set,
+                           struct listing_arg *la, char *err, size_t errlen)
+{
+    struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+    clist *res = NULL;
+    int rc, r;
+
+    if (ft == NULL ||
+        mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid()) ||
+        mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_internaldate()) ||
+        mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_bodystructure())) {
+        if (ft)
+            mailimap_fetch_type_free(ft);
+        return -ENOMEM;
+    }
+    mailimap_set_msg_att_handler(c->imap, listing_handler, la);
+    r = mailimap_uid_fetch(c->imap, set, ft, &res);
+    mailimap_set_msg_att_handler(c->imap, NULL, NULL);
+    if (res)
+        mailimap_fetch_list_free(res);
+    mailimap_fetch_type_free(ft);
+    if (r != MAILIMAP_NO_ERROR)
+        rc = imap_command_failed(src, c, r, "UID FETCH (BODYSTRUCTURE)", err, errlen);
+    else
+        rc = la->rc;
+    return rc;
+}
+
+static int compare_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* UID SEARCH of the mailbox's messages (all, or the search= keys); sorted. */
+static int search_uids(struct imap_src *src, struct imap_conn *c, uint32_t **uids, size_t *n,
+                       char *err, size_t errlen)
+{
+    struct mailimap_search_key *key = NULL;
+    clist *res = NULL;
+    size_t i = 0;
+    int r, rc;
+
+    if ((rc = imap_search_key(src->search, &key, err, errlen)) != 0)
+        return rc;
+    r = mailimap_uid_search(c->imap, src->search ? "UTF-8" : NULL, key, &res);
+    mailimap_search_key_free(key);
+    if (r != MAILIMAP_NO_ERROR)
+        return imap_command_failed(src, c, r, "UID SEARCH", err, errlen);
+    *n = (size_t)clist_count(res);
+    if ((*uids = malloc((*n ? *n : 1) * sizeof **uids)) == NULL) {
+        mailimap_search_result_free(res);
+        return -ENOMEM;
+    }
+    for (clistiter *it = clist_begin(res); it; it = clist_next(it))
+        (*uids)[i++] = *(uint32_t *)clist_content(it);
+    mailimap_search_result_free(res);
+    qsort(*uids, *n, sizeof **uids, compare_u32);
+    return 0;
+}
+
+static const struct src_message *known_message(const struct src_listing *k, uint32_t uid)
+{
+    size_t lo = 0, hi = k->count;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (k->msgs[mid].uid == uid)
+            return &k->msgs[mid];
+        if (k->msgs[mid].uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/*
+ * Lists by difference with a known listing: messages still present are
+ * copied from it, and only new UIDs are asked for their structure.
+ */
+static int list_incremental(struct imap_src *src, struct imap_conn *c, struct messages_arg *ma,
+                            struct listing_arg *la, char *err, size_t errlen)
+{
+    struct mailimap_set *set = NULL;
+    uint32_t *uids = NULL;
+    size_t n = 0, nnew = 0;
+    int rc;
+
+    if ((rc = search_uids(src, c, &uids, &n, err, errlen)) != 0)
+        return rc;
+    if ((ma->out->msgs = calloc(n ? n : 1, sizeof *ma->out->msgs)) == NULL) {
+        free(uids);
+        return -ENOMEM;
+    }
+    la->cap = n ? n : 1;
+    if ((set = mailimap_set_new_empty()) == NULL)
+        rc = -ENOMEM;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct src_message *m = known_message(ma->known, uids[i]);
+
+        if (m) {
+            rc = source_message_copy(m, &ma->out->msgs[ma->out->count]);
+            ma->out->count += rc == 0;
+        } else {
+            nnew++;
+            if (mailimap_set_add_single(set, uids[i]) != MAILIMAP_NO_ERROR)
+                rc = -ENOMEM;
+        }
+    }
+    if (rc == 0 && nnew)
+        rc = fetch_structure(src, c, set, la, err, errlen);
+    if (set)
+        mailimap_set_free(set);
+    free(uids);
+    log_debug("%s: %zu messages, %zu new", ma->mailbox, n, nnew);
+    return rc;
+}
 
 static int messages_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err,
                        size_t errlen)
 {
     struct messages_arg *ma = arg;
     struct listing_arg la = {.out = ma->out};
-    struct mailimap_fetch_type *ft;
+    const struct src_listing *k = ma->known;
     struct mailimap_set *set;
-    clist *res = NULL;
-    int rc, r;
+    int rc;
 
     source_listing_free(ma->out);
     if ((rc = imap_conn_examine(src, c, ma->mailbox, 1, err, errlen)) != 0)
         return rc == -EIO && c->imap == NULL ? -EPIPE : rc;
     ma->out->uidvalidity = c->uidvalidity;
     ma->out->highestmodseq = c->highestmodseq;
+    ma->out->exists = c->exists;
+    if (k && k->uidvalidity != c->uidvalidity)
+        k = ma->known = NULL;
     if (c->exists == 0)
         return 0;
-    ft = mailimap_fetch_type_new_fetch_att_list_empty();
-    set = mailimap_set_new_interval(1, 0);
-    if (ft == NULL || set == NULL ||
-        mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid()) ||
-        mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_internaldate()) ||
-        mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_bodystructure())) {
-        rc = -ENOMEM;
-        goto out;
+    /* RFC 7162 §3.1.2: an unchanged HIGHESTMODSEQ means nothing changed. */
+    if (k && c->highestmodseq && k->highestmodseq == c->highestmodseq && k->exists == c->exists) {
+        if ((ma->out->msgs = calloc(k->count ? k->count : 1, sizeof *ma->out->msgs)) == NULL)
+            return -ENOMEM;
+        for (size_t i = 0; i < k->count; i++, ma->out->count++)
+            if (source_message_copy(&k->msgs[i], &ma->out->msgs[i]) != 0)
+                return -ENOMEM;
+        log_debug("%s: unchanged (HIGHESTMODSEQ %llu)", ma->mailbox,
+                  (unsigned long long)c->highestmodseq);
+        return 0;
     }
-    mailimap_set_msg_att_handler(c->imap, listing_handler, &la);
-    r = mailimap_uid_fetch(c->imap, set, ft, &res);
-    mailimap_set_msg_att_handler(c->imap, NULL, NULL);
-    if (res)
-        mailimap_fetch_list_free(res);
-    if (r != MAILIMAP_NO_ERROR)
-        rc = imap_command_failed(src, c, r, "UID FETCH (BODYSTRUCTURE)", err, errlen);
-    else
-        rc = la.rc;
-out:
-    if (set)
+    if (k || src->search)
+        rc = list_incremental(src, c, ma, &la, err, errlen);
+    else if ((set = mailimap_set_new_interval(1, 0)) == NULL)
+        rc = -ENOMEM;
+    else {
+        rc = fetch_structure(src, c, set, &la, err, errlen);
         mailimap_set_free(set);
-    if (ft)
-        mailimap_fetch_type_free(ft);
+    }
     if (rc == 0)
         qsort(ma->out->msgs, ma->out->count, sizeof *ma->out->msgs, compare_message);
     return rc;
 }
 
-int imap_list_messages(struct source *s, const char *mailbox, struct src_listing *out, char *err,
-                       size_t errlen)
+int imap_list_messages(struct source *s, const char *mailbox, const struct src_listing *known,
+                       struct src_listing *out, char *err, size_t errlen)
 {
-    struct messages_arg ma = {.mailbox = mailbox, .out = out};
+    struct messages_arg ma = {.mailbox = mailbox, .known = known, .out = out};
     int rc;
 
     memset(out, 0, sizeof *out);

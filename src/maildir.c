@@ -371,8 +371,27 @@ static int read_file(const char *path, char **buf, size_t *len)
     return 0;
 }
 
-static int md_list_messages(struct source *s, const char *mailbox, struct src_listing *out,
-                            char *err, size_t errlen)
+/* The known message with this uid (known is sorted by uid), or NULL. */
+static const struct src_message *known_message(const struct src_listing *k, uint32_t uid)
+{
+    size_t lo = 0, hi = k ? k->count : 0;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (k->msgs[mid].uid == uid)
+            return &k->msgs[mid];
+        if (k->msgs[mid].uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Messages already known (same UIDVALIDITY) are copied, not read again. */
+static int md_list_messages(struct source *s, const char *mailbox, const struct src_listing *known,
+                            struct src_listing *out, char *err, size_t errlen)
 {
     char *dir = folder_dir(md_of(s), mailbox);
     struct md_file *files = NULL;
@@ -391,15 +410,27 @@ static int md_list_messages(struct source *s, const char *mailbox, struct src_li
         snprintf(err, errlen, "reading mailbox %s: %s", mailbox, strerror(-rc));
         return rc;
     }
+    if (known && known->uidvalidity != out->uidvalidity)
+        known = NULL;
+    out->exists = (uint32_t)n;
     if ((out->msgs = calloc(n ? n : 1, sizeof *out->msgs)) == NULL) {
         files_free(files, n);
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
         struct src_message *m = &out->msgs[out->count];
+        const struct src_message *k = known_message(known, files[i].uid);
         char *buf;
         size_t len;
 
+        if (k) {
+            if (source_message_copy(k, m) != 0) {
+                files_free(files, n);
+                return -ENOMEM;
+            }
+            out->count++;
+            continue;
+        }
         if (read_file(files[i].path, &buf, &len) != 0)
             continue; /* vanished or too big: like a message expunged meanwhile */
         m->uid = files[i].uid;

@@ -9,6 +9,12 @@
  * part it is p.1 (at the top level simply "1"). Both walkers below follow
  * exactly that rule, so a Maildir message and the same message on a server
  * give the same sections (checked against Dovecot 2.3).
+ *
+ * Limits: the message body is depth 1, each multipart child or message/rfc822
+ * body one deeper; nodes deeper than MIME_MAX_DEPTH are not looked at (and
+ * cannot be extracted). MIME_MAX_PARTS caps the calendar parts taken from
+ * one message; other parts do not count, so an invitation after many photos
+ * is still found (walking is cheap: the tree is already in memory).
  */
 #include "mime.h"
 
@@ -50,7 +56,7 @@ void mime_part_list_free(struct mime_part_list *list)
     list->count = 0;
 }
 
-/* The walk must stop on an error, at the part limit, and below the depth limit. */
+/* The walk stops at the first error and once MIME_MAX_PARTS parts were added. */
 static int walk_done(const struct walk *w)
 {
     return w->err != 0 || w->added >= MIME_MAX_PARTS;
@@ -242,8 +248,7 @@ static void bs_walk_container(struct walk *w, const struct mailimap_body *b, con
         bs_walk_part(w, b, sect, depth);
 }
 
-static void bs_walk_part(struct walk *w, const struct mailimap_body *b, const char *sect,
-                         int depth)
+static void bs_walk_part(struct walk *w, const struct mailimap_body *b, const char *sect, int depth)
 {
     if (b == NULL || depth > MIME_MAX_DEPTH || walk_done(w))
         return;
@@ -376,8 +381,7 @@ static void mm_walk_children(struct walk *w, const struct mailmime *m, const cha
     }
 }
 
-static void mm_walk_container(struct walk *w, const struct mailmime *m, const char *pfx,
-                              int depth)
+static void mm_walk_container(struct walk *w, const struct mailmime *m, const char *pfx, int depth)
 {
     char sect[SECT_LEN];
     if (m == NULL || depth > MIME_MAX_DEPTH || walk_done(w))
@@ -537,9 +541,13 @@ static const struct mailmime *mm_find_part(const struct mailmime *m, const unsig
 }
 
 /*
- * For a leaf this is exactly what a server returns for BODY[section] (the
- * encoded body, without the CRLF that belongs to the next boundary); for a
- * message/rfc822 part it is the embedded message, for a multipart its body.
+ * For a leaf this is byte for byte what Dovecot returns for BODY[section]
+ * (the encoded body, without the CRLF that belongs to the next boundary,
+ * RFC 2046 §5.1.1). For a message/rfc822 part it is the embedded message,
+ * for a multipart its body; when such a container ends in a close-delimiter
+ * directly followed by the outer boundary, Dovecot adds that CRLF and we do
+ * not. Only leaves are calendar data, so nothing depends on it. A section
+ * "leaf.1" is -ENOENT here (Dovecot answers it with the leaf itself).
  */
 int mime_extract_section(const char *msg, size_t len, const char *section, char **out,
                          size_t *outlen)

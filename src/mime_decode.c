@@ -241,8 +241,8 @@ static const char *charset_alias(const char *cs)
 static int transfer_decode(const char *raw, size_t rawlen, enum mime_encoding enc, char **dec,
                            size_t *declen)
 {
-    int mech = enc == MIME_ENC_BASE64 ? MAILMIME_MECHANISM_BASE64
-                                      : MAILMIME_MECHANISM_QUOTED_PRINTABLE;
+    int mech =
+        enc == MIME_ENC_BASE64 ? MAILMIME_MECHANISM_BASE64 : MAILMIME_MECHANISM_QUOTED_PRINTABLE;
     size_t idx = 0;
     *dec = NULL;
     *declen = 0;

@@ -23,11 +23,11 @@
 
 #include <openssl/evp.h>
 
-#define NAME_PLAIN_MAX 200  /* longest UID kept as is (SPEC §2) */
-#define NAME_ENCODED_MAX 200 /* longest encoded name, ".ics" included */
-#define NAME_PREFIX_MAX 150 /* longest encoded prefix in a hashed name */
-#define NAME_HASH_HEX 32    /* hex digits of SHA-256 in a hashed name */
-#define COMPONENT_MAX 255   /* NAME_MAX: longest name the kernel looks up */
+#define NAME_PLAIN_MAX 200       /* longest UID kept as is (SPEC §2) */
+#define NAME_ENCODED_MAX 200     /* longest encoded name, ".ics" included */
+#define NAME_PREFIX_MAX 150      /* longest encoded prefix in a hashed name */
+#define NAME_HASH_HEX 32         /* hex digits of SHA-256 in a hashed name */
+#define COMPONENT_MAX 255        /* NAME_MAX: longest name the kernel looks up */
 #define COMPONENT_PREFIX_MAX 200 /* longest prefix of a hashed component */
 
 static const char HEX[] = "0123456789ABCDEF";
@@ -37,8 +37,8 @@ static int put_hash(char *out, const char *data, size_t len);
 /* The bytes a kept UID may consist of (SPEC §2). */
 static int uid_byte_plain(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-' || c == '@' || c == '+';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-' || c == '@' || c == '+';
 }
 
 /* Would "<uid>.ics" be a valid, unreserved name as it stands? */

@@ -239,7 +239,7 @@ static int parse_dates(struct opts *o, char *err, size_t errlen)
 }
 
 /* Transport, port, defaults and ranges, once everything is read. */
-static int validate(struct opts *o, char *err, size_t errlen)
+int opts_validate(struct opts *o, char *err, size_t errlen)
 {
     int rc;
 
@@ -262,6 +262,10 @@ static int validate(struct opts *o, char *err, size_t errlen)
     if (o->auth && strcmp(o->auth, "plain") != 0 && strcmp(o->auth, "login") != 0 &&
         strcmp(o->auth, "xoauth2") != 0) {
         snprintf(err, errlen, "auth=%s: use plain, login or xoauth2", o->auth);
+        return -EINVAL;
+    }
+    if (o->kind == OPTS_SRC_MAILDIR && o->search) {
+        snprintf(err, errlen, "search= needs an IMAP server (SEARCH runs there)");
         return -EINVAL;
     }
     if (o->port == 0)
@@ -321,16 +325,21 @@ static int add_mount_identity(struct fuse_args *args, const struct opts *o)
     return rc == 0 ? 0 : -ENOMEM;
 }
 
+void opts_defaults(struct opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->ttl = 60;
+    o->timeout = 30;
+    o->connections = 2;
+}
+
 int opts_parse(struct fuse_args *args, struct opts *o, char *err, size_t errlen)
 {
     struct parse_ctx ctx = {.o = o, .err = err, .errlen = errlen};
     struct fuse_cmdline_opts cmd;
     int rc;
 
-    memset(o, 0, sizeof *o);
-    o->ttl = 60;
-    o->timeout = 30;
-    o->connections = 2;
+    opts_defaults(o);
     err[0] = '\0';
     if (fuse_opt_parse(args, o, opts_spec, opts_proc) != 0 || ctx.failed) {
         if (!ctx.failed)
@@ -350,7 +359,7 @@ int opts_parse(struct fuse_args *args, struct opts *o, char *err, size_t errlen)
     o->show_version = cmd.show_version;
     if (o->show_help || o->show_version)
         return 0;
-    if ((rc = validate(o, err, errlen)) != 0)
+    if ((rc = opts_validate(o, err, errlen)) != 0)
         return rc;
     if (o->mountpoint == NULL) {
         snprintf(err, errlen, "no MOUNTPOINT given (usage: imapcalfs [OPTIONS] SOURCE MOUNTPOINT)");

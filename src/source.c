@@ -1,7 +1,9 @@
 /* source.c — dispatch from the store's questions to the driver that answers them. */
 #include "source.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "opts.h"
 
@@ -30,10 +32,23 @@ void source_mailboxes_free(struct src_mailbox *m, size_t n)
     free(m);
 }
 
-int source_list_messages(struct source *s, const char *mailbox, struct src_listing *out, char *err,
-                         size_t errlen)
+int source_list_messages(struct source *s, const char *mailbox, const struct src_listing *known,
+                         struct src_listing *out, char *err, size_t errlen)
 {
-    return s->drv->list_messages(s, mailbox, out, err, errlen);
+    return s->drv->list_messages(s, mailbox, known, out, err, errlen);
+}
+
+int source_message_copy(const struct src_message *m, struct src_message *out)
+{
+    *out = *m;
+    out->parts.parts = NULL;
+    if (m->parts.count == 0)
+        return 0;
+    out->parts.parts = malloc(m->parts.count * sizeof *out->parts.parts);
+    if (out->parts.parts == NULL)
+        return -ENOMEM;
+    memcpy(out->parts.parts, m->parts.parts, m->parts.count * sizeof *out->parts.parts);
+    return 0;
 }
 
 void source_listing_free(struct src_listing *l)

@@ -58,6 +58,7 @@ static void snap_free(struct mbox_snap *snap)
     }
     free(snap->files);
     blob_unref(snap->merged);
+    source_listing_free(&snap->listing);
     free(snap);
 }
 
@@ -427,7 +428,8 @@ static int mbox_sync(struct store *s, struct mbox *m, char *err, size_t errlen)
     pthread_mutex_lock(&m->lock);
     old = snap_ref(m->snap);
     pthread_mutex_unlock(&m->lock);
-    if ((rc = source_list_messages(s->src, m->raw, &l, err, errlen)) != 0)
+    if ((rc = source_list_messages(s->src, m->raw, old ? &old->listing : NULL, &l, err, errlen)) !=
+        0)
         goto out;
     if ((snap = calloc(1, sizeof *snap)) == NULL) {
         rc = -ENOMEM;
@@ -451,9 +453,12 @@ static int mbox_sync(struct store *s, struct mbox *m, char *err, size_t errlen)
     }
     if (old == NULL)
         changed = 1;
+    snap->listing = l; /* the snapshot owns it now */
+    memset(&l, 0, sizeof l);
     snap->generation = changed ? atomic_fetch_add(&s->next_generation, 1) + 1 : old->generation;
     snap->dir_mtime = dir_mtime(old, snap, changed, newest);
-    log_debug("%s: synced, %zu messages, %zu with calendar data, %zu events", m->display, l.count,
+    log_debug("%s: synced, %zu messages, %zu with calendar data, %zu events", m->display,
+              snap->listing.count,
               snap->nmsgs, snap->nfiles);
     pthread_mutex_lock(&m->lock);
     mbox_snap_unref(m->snap);

@@ -352,13 +352,20 @@ class Dovecot:
         except OSError:
             return ""
 
-    def session_bytes(self, user=None):
+    def session_bytes(self, user=None, expect=0, timeout=10):
         """(in, out) byte counts of every finished IMAP session of user, from
-        Dovecot's logout lines ("Logged out in=N out=N" or "Disconnected")."""
+        Dovecot's disconnect log lines ("... in=N out=N ...").  The line is
+        written just after the client has gone, so wait (up to timeout) for
+        at least `expect` of them."""
         user = user or self.user
-        pat = re.compile(r"imap\(%s\).*?\bin=(\d+) out=(\d+)" % re.escape(user))
-        with open(self.log_path, errors="replace") as f:
-            return [(int(m.group(1)), int(m.group(2))) for m in pat.finditer(f.read())]
+        pat = re.compile(r"imap\(%s\)\S*: \w+: .*?\bin=(\d+) out=(\d+)" % re.escape(user))
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.log_path, errors="replace") as f:
+                found = [(int(m.group(1)), int(m.group(2))) for m in pat.finditer(f.read())]
+            if len(found) >= expect or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def rawlog_files(self, user=None):
         """Paths of the rawlog files (*.in / *.out) of user's sessions, when
@@ -452,11 +459,14 @@ class Dovecot:
         return out
 
     def flags(self, mailbox, user=None):
-        """{uid: frozenset of flags} of every message in mailbox (read-only)."""
+        """{uid: frozenset of stored flags} of every message in mailbox, read
+        with EXAMINE.  \\Recent is left out: it is a per-session flag that
+        changes by itself, not something a client can set."""
         res = {}
         for uid, line in self._fetch_all(mailbox, "FLAGS", user).items():
             m = re.search(rb"FLAGS \(([^)]*)\)", line)
-            res[uid] = frozenset(m.group(1).decode().split()) if m else frozenset()
+            names = m.group(1).decode().split() if m else []
+            res[uid] = frozenset(n for n in names if n.lower() != "\\recent")
         return res
 
     def internaldates(self, mailbox, user=None):

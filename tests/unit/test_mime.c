@@ -8,6 +8,7 @@
  * that Dovecot are the expected extraction results below.
  */
 #include "mime.h"
+#include "mime_fixtures.h"
 #include "unit.h"
 
 #include <errno.h>
@@ -18,240 +19,6 @@
 #include <unistd.h>
 
 #include <libetpan/libetpan.h>
-
-/* ---- fixtures: messages as stored, BODYSTRUCTURE as Dovecot 2.3 sent it ---- */
-
-static const char MSG_ALT[] =
-    "From: alice@example.org\r\n"
-    "To: bob@example.org\r\n"
-    "Subject: Invitation: Standup\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: multipart/mixed; boundary=\"mixed\"\r\n"
-    "\r\n"
-    "--mixed\r\n"
-    "Content-Type: multipart/alternative; boundary=\"alt\"\r\n"
-    "\r\n"
-    "--alt\r\n"
-    "Content-Type: text/plain; charset=UTF-8\r\n"
-    "\r\n"
-    "You are invited.\r\n"
-    "--alt\r\n"
-    "Content-Type: text/html; charset=UTF-8\r\n"
-    "\r\n"
-    "<p>You are invited.</p>\r\n"
-    "--alt\r\n"
-    "Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n"
-    "Content-Transfer-Encoding: base64\r\n"
-    "\r\n"
-    "QkVHSU46VkNBTEVOREFSDQpNRVRIT0Q6UkVRVUVTVA0KQkVHSU46VkVWRU5UDQpVSUQ6c3RhbmR1\r\n"
-    "cEBleGFtcGxlLm9yZw0KU1VNTUFSWTpTdGFuZHVwIOKYlQ0KRU5EOlZFVkVOVA0KRU5EOlZDQUxF\r\n"
-    "TkRBUg0K\r\n"
-    "--alt--\r\n"
-    "\r\n"
-    "--mixed\r\n"
-    "Content-Type: application/ics; name=\"invite.ics\"\r\n"
-    "Content-Disposition: attachment; filename=\"invite.ics\"\r\n"
-    "Content-Transfer-Encoding: base64\r\n"
-    "\r\n"
-    "QkVHSU46VkNBTEVOREFSDQpNRVRIT0Q6UkVRVUVTVA0KQkVHSU46VkVWRU5UDQpVSUQ6c3RhbmR1\r\n"
-    "cEBleGFtcGxlLm9yZw0KU1VNTUFSWTpTdGFuZHVwIOKYlQ0KRU5EOlZFVkVOVA0KRU5EOlZDQUxF\r\n"
-    "TkRBUg0K\r\n"
-    "--mixed--\r\n";
-
-static const char MSG_FWD[] =
-    "From: carol@example.org\r\n"
-    "To: bob@example.org\r\n"
-    "Subject: Fwd: two invitations\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
-    "\r\n"
-    "--outer\r\n"
-    "Content-Type: text/plain; charset=us-ascii\r\n"
-    "\r\n"
-    "See the attached messages.\r\n"
-    "--outer\r\n"
-    "Content-Type: message/rfc822\r\n"
-    "\r\n"
-    "From: dave@example.org\r\n"
-    "Subject: Treffen\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: multipart/alternative; boundary=\"inner\"\r\n"
-    "\r\n"
-    "--inner\r\n"
-    "Content-Type: text/plain; charset=iso-8859-1\r\n"
-    "Content-Transfer-Encoding: quoted-printable\r\n"
-    "\r\n"
-    "Gr=FC=DFe\r\n"
-    "--inner\r\n"
-    "Content-Type: text/calendar; charset=ISO-8859-1; method=REQUEST\r\n"
-    "Content-Transfer-Encoding: quoted-printable\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "BEGIN:VEVENT\r\n"
-    "UID:treffen@example.org\r\n"
-    "SUMMARY:Treffen in M=FCnchen\r\n"
-    "END:VEVENT\r\n"
-    "END:VCALENDAR\r\n"
-    "--inner--\r\n"
-    "--outer\r\n"
-    "Content-Type: message/rfc822\r\n"
-    "\r\n"
-    "From: erin@example.org\r\n"
-    "Subject: single part\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: text/calendar; charset=utf-8\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "BEGIN:VEVENT\r\n"
-    "UID:single@example.org\r\n"
-    "END:VEVENT\r\n"
-    "END:VCALENDAR\r\n"
-    "--outer--\r\n";
-
-static const char MSG_NONE[] =
-    "From: jack@example.org\r\n"
-    "Subject: no calendar\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: multipart/mixed; boundary=\"n\"\r\n"
-    "\r\n"
-    "--n\r\n"
-    "Content-Type: text/plain\r\n"
-    "\r\n"
-    "Nothing here.\r\n"
-    "--n\r\n"
-    "Content-Type: image/png; name=\"photo.icsx\"\r\n"
-    "Content-Transfer-Encoding: base64\r\n"
-    "\r\n"
-    "iVBORw0KGgo=\r\n"
-    "--n\r\n"
-    "Content-Type: text/plain; name=\"ics\"\r\n"
-    "\r\n"
-    "ics\r\n"
-    "--n--\r\n";
-
-static const char MSG_OCTET[] =
-    "From: frank@example.org\r\n"
-    "To: bob@example.org\r\n"
-    "Subject: Meeting\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: multipart/mixed; boundary=\"b1\"\r\n"
-    "\r\n"
-    "--b1\r\n"
-    "Content-Type: text/plain\r\n"
-    "\r\n"
-    "Meeting notes attached.\r\n"
-    "--b1\r\n"
-    "Content-Type: application/octet-stream; name=\"Meeting.ICS\"\r\n"
-    "Content-Transfer-Encoding: base64\r\n"
-    "\r\n"
-    "QkVHSU46VkNBTEVOREFSDQpFTkQ6VkNBTEVOREFSDQo=\r\n"
-    "--b1\r\n"
-    "Content-Type: application/octet-stream\r\n"
-    "Content-Disposition: attachment; filename=\"other.ics\"\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "END:VCALENDAR\r\n"
-    "--b1\r\n"
-    "Content-Type: application/octet-stream\r\n"
-    "Content-Disposition: attachment; filename*=UTF-8''Einladung%20M%C3%BCnchen.ics\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "END:VCALENDAR\r\n"
-    "--b1\r\n"
-    "Content-Type: application/octet-stream; name=\"=?UTF-8?B?VGVybWluLmljcw==?=\"\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "END:VCALENDAR\r\n"
-    "--b1\r\n"
-    "Content-Type: application/pdf; name=\"agenda.pdf\"\r\n"
-    "Content-Transfer-Encoding: base64\r\n"
-    "\r\n"
-    "JVBERi0xLjQK\r\n"
-    "--b1--\r\n";
-
-static const char MSG_SINGLE[] =
-    "From: gina@example.org\r\n"
-    "Subject: plain calendar\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: text/calendar; charset=\"utf-8\"; method=PUBLISH\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "END:VCALENDAR\r\n";
-
-static const char MSG_TOPRFC822[] =
-    "From: hank@example.org\r\n"
-    "Subject: wrapped\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: message/rfc822\r\n"
-    "\r\n"
-    "From: ida@example.org\r\n"
-    "Subject: inner\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: text/x-vcalendar\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "END:VCALENDAR\r\n";
-
-static const char MSG_TYPES[] =
-    "From: kim@example.org\r\n"
-    "Subject: all the types\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: multipart/related; boundary=\"r\"\r\n"
-    "\r\n"
-    "--r\r\n"
-    "Content-Type: application/calendar\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "END:VCALENDAR\r\n"
-    "--r\r\n"
-    "Content-Type: TEXT/X-VCALENDAR\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "END:VCALENDAR\r\n"
-    "--r\r\n"
-    "Content-Type: Application/ICS\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "END:VCALENDAR\r\n"
-    "--r\r\n"
-    "Content-Type: multipart/alternative; boundary=\"a2\"\r\n"
-    "\r\n"
-    "--a2\r\n"
-    "Content-Type: text/plain\r\n"
-    "\r\n"
-    "x\r\n"
-    "--a2\r\n"
-    "Content-Type: multipart/mixed; boundary=\"a3\"\r\n"
-    "\r\n"
-    "--a3\r\n"
-    "Content-Type: text/calendar; charset=windows-1252\r\n"
-    "\r\n"
-    "BEGIN:VCALENDAR\r\n"
-    "END:VCALENDAR\r\n"
-    "--a3--\r\n"
-    "--a2--\r\n"
-    "--r--\r\n";
-
-static const char BS_ALT[] =
-    "* 1 FETCH (UID 1 BODYSTRUCTURE (((\"text\" \"plain\" (\"charset\" \"UTF-8\") NIL NIL \"7bit\" 16 0 NIL NIL NIL NIL)(\"text\" \"html\" (\"charset\" \"UTF-8\") NIL NIL \"7bit\" 23 0 NIL NIL NIL NIL)(\"text\" \"calendar\" (\"charset\" \"UTF-8\" \"method\" \"REQUEST\") NIL NIL \"base64\" 164 2 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"alt\") NIL NIL NIL)(\"application\" \"ics\" (\"name\" \"invite.ics\") NIL NIL \"base64\" 164 NIL (\"attachment\" (\"filename\" \"invite.ics\")) NIL NIL) \"mixed\" (\"boundary\" \"mixed\") NIL NIL NIL))\r\n";
-
-static const char BS_FWD[] =
-    "* 2 FETCH (UID 2 BODYSTRUCTURE ((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 26 0 NIL NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 476 (NIL \"Treffen\" ((NIL NIL \"dave\" \"example.org\")) ((NIL NIL \"dave\" \"example.org\")) ((NIL NIL \"dave\" \"example.org\")) NIL NIL NIL NIL NIL) ((\"text\" \"plain\" (\"charset\" \"iso-8859-1\") NIL NIL \"quoted-printable\" 9 0 NIL NIL NIL NIL)(\"text\" \"calendar\" (\"charset\" \"ISO-8859-1\" \"method\" \"REQUEST\") NIL NIL \"quoted-printable\" 111 5 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"inner\") NIL NIL NIL) 21 NIL NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 191 (NIL \"single part\" ((NIL NIL \"erin\" \"example.org\")) ((NIL NIL \"erin\" \"example.org\")) ((NIL NIL \"erin\" \"example.org\")) NIL NIL NIL NIL NIL) (\"text\" \"calendar\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 80 4 NIL NIL NIL NIL) 9 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"outer\") NIL NIL NIL))\r\n";
-
-static const char BS_NONE[] =
-    "* 3 FETCH (UID 3 BODYSTRUCTURE ((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 13 0 NIL NIL NIL NIL)(\"image\" \"png\" (\"name\" \"photo.icsx\") NIL NIL \"base64\" 12 NIL NIL NIL NIL)(\"text\" \"plain\" (\"name\" \"ics\" \"charset\" \"us-ascii\") NIL NIL \"7bit\" 3 0 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"n\") NIL NIL NIL))\r\n";
-
-static const char BS_OCTET[] =
-    "* 4 FETCH (UID 4 BODYSTRUCTURE ((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 23 0 NIL NIL NIL NIL)(\"application\" \"octet-stream\" (\"name\" \"Meeting.ICS\") NIL NIL \"base64\" 44 NIL NIL NIL NIL)(\"application\" \"octet-stream\" NIL NIL NIL \"7bit\" 30 NIL (\"attachment\" (\"filename\" \"other.ics\")) NIL NIL)(\"application\" \"octet-stream\" NIL NIL NIL \"7bit\" 30 NIL (\"attachment\" (\"filename*\" \"UTF-8''Einladung%20M%C3%BCnchen.ics\")) NIL NIL)(\"application\" \"octet-stream\" (\"name\" \"=?UTF-8?B?VGVybWluLmljcw==?=\") NIL NIL \"7bit\" 30 NIL NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"agenda.pdf\") NIL NIL \"base64\" 12 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"b1\") NIL NIL NIL))\r\n";
-
-static const char BS_SINGLE[] =
-    "* 5 FETCH (UID 5 BODYSTRUCTURE (\"text\" \"calendar\" (\"charset\" \"utf-8\" \"method\" \"PUBLISH\") NIL NIL \"7bit\" 32 2 NIL NIL NIL NIL))\r\n";
-
-static const char BS_TOPRFC822[] =
-    "* 6 FETCH (UID 6 BODYSTRUCTURE (\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 124 (NIL \"inner\" ((NIL NIL \"ida\" \"example.org\")) ((NIL NIL \"ida\" \"example.org\")) ((NIL NIL \"ida\" \"example.org\")) NIL NIL NIL NIL NIL) (\"text\" \"x-vcalendar\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 32 2 NIL NIL NIL NIL) 7 NIL NIL NIL NIL))\r\n";
-
-static const char BS_TYPES[] =
-    "* 7 FETCH (UID 7 BODYSTRUCTURE ((\"application\" \"calendar\" NIL NIL NIL \"7bit\" 30 NIL NIL NIL NIL)(\"TEXT\" \"X-VCALENDAR\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 30 1 NIL NIL NIL NIL)(\"Application\" \"ICS\" NIL NIL NIL \"7bit\" 30 NIL NIL NIL NIL)((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL)((\"text\" \"calendar\" (\"charset\" \"windows-1252\") NIL NIL \"7bit\" 30 1 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"a3\") NIL NIL NIL) \"alternative\" (\"boundary\" \"a2\") NIL NIL NIL) \"related\" (\"boundary\" \"r\") NIL NIL NIL))\r\n";
 
 /* ---- helpers ---- */
 
@@ -366,8 +133,8 @@ static const char *sections(const struct mime_part_list *list)
     size_t n = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < list->count && n < sizeof buf; i++)
-        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", i ? "," : "",
-                              list->parts[i].section);
+        n +=
+            (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", i ? "," : "", list->parts[i].section);
     return buf;
 }
 
@@ -477,7 +244,9 @@ static void test_base64_and_qp_decoded(void)
     CHECK(decodes_to("BEGIN", 5, MIME_ENC_7BIT, "", "BEGIN"));
     CHECK(decodes_to("", 0, MIME_ENC_BASE64, "utf-8", ""));
     /* A UTF-8 BOM at the start goes, one elsewhere stays. */
-    CHECK(decodes_to("\xef\xbb\xbf" "A\xef\xbb\xbf", 7, MIME_ENC_7BIT, "utf-8", "A\xef\xbb\xbf"));
+    CHECK(decodes_to("\xef\xbb\xbf"
+                     "A\xef\xbb\xbf",
+                     7, MIME_ENC_7BIT, "utf-8", "A\xef\xbb\xbf"));
     CHECK(decodes_to("77u/QQ==", 8, MIME_ENC_BASE64, "utf-8", "A"));
 }
 
@@ -558,12 +327,13 @@ static void test_latin1_and_cp1252_to_utf8(void)
     CHECK(decodes_to("a\xe9z", 3, MIME_ENC_7BIT, "utf-8", "a\xef\xbf\xbdz"));
     CHECK(decodes_to("a\xe2\x98z", 4, MIME_ENC_7BIT, "utf-8", "a\xef\xbf\xbdz"));
     CHECK(decodes_to("\xc0\xaf", 2, MIME_ENC_7BIT, "us-ascii", "\xef\xbf\xbd\xef\xbf\xbd"));
-    CHECK(decodes_to("\xed\xa0\x80", 3, MIME_ENC_7BIT, NULL,
-                     "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"));
+    CHECK(
+        decodes_to("\xed\xa0\x80", 3, MIME_ENC_7BIT, NULL, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"));
     CHECK(decodes_to("\xf0\x9f\x8e\x80", 4, MIME_ENC_7BIT, "utf-8", "\xf0\x9f\x8e\x80"));
     CHECK(decodes_to("end\xf0\x9f", 5, MIME_ENC_7BIT, "utf-8", "end\xef\xbf\xbd"));
     /* Multi-byte charsets through iconv, a truncated tail included. */
-    CHECK(decodes_to("\x93\xfa\x96\x7b", 4, MIME_ENC_7BIT, "Shift_JIS", "\xe6\x97\xa5\xe6\x9c\xac"));
+    CHECK(
+        decodes_to("\x93\xfa\x96\x7b", 4, MIME_ENC_7BIT, "Shift_JIS", "\xe6\x97\xa5\xe6\x9c\xac"));
     CHECK(decodes_to("\x93\xfa\x96", 3, MIME_ENC_7BIT, "shift_jis", "\xe6\x97\xa5\xef\xbf\xbd"));
 }
 
@@ -598,9 +368,15 @@ static void test_nul_bytes_dropped(void)
     CHECK(decodes_to("YQBi", 4, MIME_ENC_BASE64, "utf-8", "ab")); /* "a\0b" */
     /* Latin-1 with a NUL, and UTF-16 whose NUL bytes are not NUL characters. */
     CHECK(decodes_to("\xe9\0\xe9", 3, MIME_ENC_7BIT, "iso-8859-1", "\xc3\xa9\xc3\xa9"));
-    CHECK(decodes_to("\xff\xfe" "A\0\xfc\0" "\0\0B\0", 10, MIME_ENC_7BIT, "UTF-16",
-                     "A\xc3\xbc" "B"));
-    CHECK(decodes_to("\xff\xfe" "A\0", 4, MIME_ENC_7BIT, "utf-16le", "A"));
+    CHECK(decodes_to("\xff\xfe"
+                     "A\0\xfc\0"
+                     "\0\0B\0",
+                     10, MIME_ENC_7BIT, "UTF-16",
+                     "A\xc3\xbc"
+                     "B"));
+    CHECK(decodes_to("\xff\xfe"
+                     "A\0",
+                     4, MIME_ENC_7BIT, "utf-16le", "A"));
 }
 
 /* A BODYSTRUCTURE line with a text/calendar leaf inside `levels` multiparts. */
@@ -610,7 +386,8 @@ static char *nested_bs(int levels)
     sb_add(&b, "* 1 FETCH (UID 1 BODYSTRUCTURE ");
     for (int i = 0; i < levels; i++)
         sb_add(&b, "(");
-    sb_add(&b, "(\"text\" \"calendar\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 8 1 NIL NIL NIL NIL)");
+    sb_add(&b,
+           "(\"text\" \"calendar\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 8 1 NIL NIL NIL NIL)");
     for (int i = 0; i < levels; i++)
         sb_add(&b, " \"mixed\")");
     sb_add(&b, ")\r\n");
@@ -624,8 +401,8 @@ static char *nested_msg(int levels)
     char line[128];
     sb_add(&b, "From: a@example.org\r\nMIME-Version: 1.0\r\n");
     for (int i = 0; i < levels; i++) {
-        snprintf(line, sizeof line, "Content-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n--b%d\r\n",
-                 i, i);
+        snprintf(line, sizeof line,
+                 "Content-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n--b%d\r\n", i, i);
         sb_add(&b, line);
     }
     sb_add(&b, "Content-Type: text/calendar\r\n\r\nBEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n");
@@ -702,6 +479,20 @@ static void test_depth_limit(void)
     free(m.p);
 }
 
+/* A copy of s with every CRLF turned into LF; the caller frees it. */
+static char *lf_only(const char *s)
+{
+    char *out = malloc(strlen(s) + 1);
+    size_t n = 0;
+    if (out == NULL)
+        abort(); /* test harness only */
+    for (; *s; s++)
+        if (!(s[0] == '\r' && s[1] == '\n'))
+            out[n++] = *s;
+    out[n] = '\0';
+    return out;
+}
+
 static void test_message_walk_matches_bodystructure_sections(void)
 {
     const char *bs[] = {BS_ALT, BS_FWD, BS_NONE, BS_OCTET, BS_SINGLE, BS_TOPRFC822, BS_TYPES};
@@ -718,6 +509,18 @@ static void test_message_walk_matches_bodystructure_sections(void)
             CHECK_STR(b.parts[k].charset, a.parts[k].charset);
             CHECK(b.parts[k].size == a.parts[k].size);
         }
+        /* mbsync and offlineimap store messages with bare LF line ends. */
+        char *lf = lf_only(msg[i]);
+        struct mime_part_list c;
+        CHECK(msg_parts(lf, &c) == 0);
+        CHECK(c.count == a.count);
+        for (size_t k = 0; k < a.count && k < c.count; k++) {
+            CHECK_STR(c.parts[k].section, a.parts[k].section);
+            CHECK(c.parts[k].encoding == a.parts[k].encoding);
+            CHECK_STR(c.parts[k].charset, a.parts[k].charset);
+        }
+        mime_part_list_free(&c);
+        free(lf);
         mime_part_list_free(&a);
         mime_part_list_free(&b);
     }
@@ -749,9 +552,10 @@ static void test_extract_section(void)
     const char cal[] = "BEGIN:VCALENDAR\r\nEND:VCALENDAR";
     CHECK(extracts_to(MSG_ALT, "1.1", "You are invited."));
     CHECK(extracts_to(MSG_ALT, "1.2", "<p>You are invited.</p>"));
-    CHECK(extracts_to(MSG_ALT, "2", "QkVHSU46VkNBTEVOREFSDQpNRVRIT0Q6UkVRVUVTVA0KQkVHSU46VkVWRU5UDQ"
-                                    "pVSUQ6c3RhbmR1\r\ncEBleGFtcGxlLm9yZw0KU1VNTUFSWTpTdGFuZHVwIOKY"
-                                    "lQ0KRU5EOlZFVkVOVA0KRU5EOlZDQUxF\r\nTkRBUg0K"));
+    CHECK(extracts_to(MSG_ALT, "2",
+                      "QkVHSU46VkNBTEVOREFSDQpNRVRIT0Q6UkVRVUVTVA0KQkVHSU46VkVWRU5UDQ"
+                      "pVSUQ6c3RhbmR1\r\ncEBleGFtcGxlLm9yZw0KU1VNTUFSWTpTdGFuZHVwIOKY"
+                      "lQ0KRU5EOlZFVkVOVA0KRU5EOlZDQUxF\r\nTkRBUg0K"));
     CHECK(extracts_to(MSG_FWD, "2.1", "Gr=FC=DFe"));
     CHECK(extracts_to(MSG_FWD, "3.1",
                       "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:single@example.org\r\n"

@@ -27,8 +27,8 @@ static char *uid_name(const char *uid)
 
 static void test_plain_uid_kept(void)
 {
-    const char *uids[] = {"040000008200E00074C5B7101A82E008", "abc-123_x.y@example.org",
-                          "a+b", "-starts-with-dash", "M"};
+    const char *uids[] = {"040000008200E00074C5B7101A82E008", "abc-123_x.y@example.org", "a+b",
+                          "-starts-with-dash", "M"};
     for (size_t i = 0; i < sizeof uids / sizeof uids[0]; i++) {
         char want[256];
         snprintf(want, sizeof want, "%s.ics", uids[i]);
@@ -236,22 +236,22 @@ static void test_mutf7_ampersand(void)
 static void test_mutf7_invalid_rejected(void)
 {
     const char *bad[] = {
-        "Kalender/&ANw",   /* unterminated shift */
-        "&",               /* unterminated, empty */
-        "&ANw_-",          /* '_' is not modified BASE64 */
-        "&AN/-",           /* '/' is ',' in modified BASE64 */
-        "&ANx-",           /* non-zero padding bits */
-        "&ANwA-",          /* a whole useless extra character */
-        "&A-",             /* fewer than 16 bits */
-        "&AGE-",           /* 'a' must appear as itself */
-        "&ACY-",           /* '&' must be "&-" */
-        "&AC8-",           /* '/' encoded would smuggle a delimiter */
-        "&AAA-",           /* NUL */
-        "&2D0-",           /* lone high surrogate */
-        "&3gA-",           /* lone low surrogate */
-        "&3gDYPQ-",        /* reversed pair */
-        "Caf\xc3\xa9",     /* raw 8-bit: not modified UTF-7 */
-        "tab\there",       /* control byte */
+        "Kalender/&ANw", /* unterminated shift */
+        "&",             /* unterminated, empty */
+        "&ANw_-",        /* '_' is not modified BASE64 */
+        "&AN/-",         /* '/' is ',' in modified BASE64 */
+        "&ANx-",         /* non-zero padding bits */
+        "&ANwA-",        /* a whole useless extra character */
+        "&A-",           /* fewer than 16 bits */
+        "&AGE-",         /* 'a' must appear as itself */
+        "&ACY-",         /* '&' must be "&-" */
+        "&AC8-",         /* '/' encoded would smuggle a delimiter */
+        "&AAA-",         /* NUL */
+        "&2D0-",         /* lone high surrogate */
+        "&3gA-",         /* lone low surrogate */
+        "&3gDYPQ-",      /* reversed pair */
+        "Caf\xc3\xa9",   /* raw 8-bit: not modified UTF-7 */
+        "tab\there",     /* control byte */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *s = name_mailbox_decode(bad[i]);
