@@ -145,6 +145,25 @@ static int fill_one(void *arg, const char *name, const struct store_attr *a)
     return c->fill(c->buf, name, &st, 0, 0) ? -ENOMEM : 0;
 }
 
+/* nullpath_ok hands readdir no path: keep it from opendir. */
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+    char *copy = strdup(path);
+
+    if (copy == NULL)
+        return -ENOMEM;
+    fi->fh = (uint64_t)(uintptr_t)copy;
+    return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    free((char *)(uintptr_t)fi->fh);
+    fi->fh = 0;
+    return 0;
+}
+
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
@@ -152,8 +171,9 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
     int rc;
 
     (void)off;
-    (void)fi;
     (void)flags;
+    if (path == NULL)
+        path = (const char *)(uintptr_t)fi->fh;
     if (fill(buf, ".", NULL, 0, 0) || fill(buf, "..", NULL, 0, 0))
         return -ENOMEM;
     rc = store_readdir(ctx_fsops()->store, path, fill_one, &c);
@@ -377,7 +397,9 @@ static void op_destroy(void *data)
 
 static const struct fuse_operations fsops_ops = {
     .getattr = op_getattr,
+    .opendir = op_opendir,
     .readdir = op_readdir,
+    .releasedir = op_releasedir,
     .open = op_open,
     .read = op_read,
     .release = op_release,

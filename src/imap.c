@@ -66,6 +66,17 @@ static void imap_logger(mailimap *imap, int type, const char *str, size_t size, 
     log_debug("%s %.*s%s", dir, len, str, (size_t)len < size ? " ..." : "");
 }
 
+/*
+ * libetpan 1.9.4 calls a msg_att handler only when a progress callback is
+ * set too (mailimap.c, mailimap_parse_response): this one does nothing.
+ */
+static void progress_ignored(size_t current, size_t maximum, void *ctx)
+{
+    (void)current;
+    (void)maximum;
+    (void)ctx;
+}
+
 static void sni_callback(struct mailstream_ssl_context *c, void *host)
 {
     mailstream_ssl_set_server_name(c, host);
@@ -240,6 +251,7 @@ static int session_open(struct imap_src *src, struct imap_conn *c, char *err, si
     mailimap_set_timeout(imap, src->timeout);
     if (log_debug_enabled())
         mailimap_set_logger(imap, imap_logger, NULL);
+    mailimap_set_progress_callback(imap, NULL, progress_ignored, NULL);
     c->imap = imap;
     if ((rc = transport_open(src, imap, err, errlen)) != 0 ||
         (rc = verify_server(src, imap, err, errlen)) != 0 ||

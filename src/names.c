@@ -303,7 +303,7 @@ char *name_safe_component(const char *s)
     if (s == NULL)
         s = "";
     size_t len = strlen(s);
-    if (len > (SIZE_MAX - 4) / 3)
+    if (len > (SIZE_MAX - NAME_HASH_HEX - 4) / 3)
         return NULL;
     char *out = malloc(len * 3 + NAME_HASH_HEX + 4);
     if (out == NULL)

@@ -56,13 +56,18 @@ static const struct fuse_opt opts_spec[] = {
     FUSE_OPT_END,
 };
 
-/* State shared with the fuse_opt callback. */
+/*
+ * Where the fuse_opt callback reports errors. fuse_opt_parse() hands the
+ * callback the options struct itself (the field offsets are relative to
+ * it), so this travels beside it; parsing runs once, before any thread.
+ */
 struct parse_ctx {
-    struct opts *o;
     char *err;
     size_t errlen;
     int failed;
 };
+
+static struct parse_ctx *parse_errors;
 
 static int fail(struct parse_ctx *c, const char *fmt, const char *arg)
 {
@@ -79,8 +84,8 @@ static int fail(struct parse_ctx *c, const char *fmt, const char *arg)
  */
 static int opts_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
-    struct parse_ctx *c = data;
-    struct opts *o = c->o;
+    struct parse_ctx *c = parse_errors;
+    struct opts *o = data;
     char cerr[256];
 
     (void)outargs;
@@ -335,13 +340,16 @@ void opts_defaults(struct opts *o)
 
 int opts_parse(struct fuse_args *args, struct opts *o, char *err, size_t errlen)
 {
-    struct parse_ctx ctx = {.o = o, .err = err, .errlen = errlen};
+    struct parse_ctx ctx = {.err = err, .errlen = errlen};
     struct fuse_cmdline_opts cmd;
     int rc;
 
     opts_defaults(o);
     err[0] = '\0';
-    if (fuse_opt_parse(args, o, opts_spec, opts_proc) != 0 || ctx.failed) {
+    parse_errors = &ctx;
+    rc = fuse_opt_parse(args, o, opts_spec, opts_proc);
+    parse_errors = NULL;
+    if (rc != 0 || ctx.failed) {
         if (!ctx.failed)
             snprintf(err, errlen, "cannot parse the options");
         return -EINVAL;

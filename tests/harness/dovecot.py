@@ -128,6 +128,7 @@ class Dovecot:
         self.imaps_port = None
         self.imap_port = None
         self.pid = None
+        self._passwd_mtime = 0
         self._mail_uid = pwd.getpwnam("nobody").pw_uid
         self._mail_gid = grp.getgrnam("nogroup").gr_gid
 
@@ -154,6 +155,10 @@ class Dovecot:
                 f.write("%s:{PLAIN}%s::::::\n" % (user, pw))
         os.chown(self.passwd_file, 0, grp.getgrnam("dovecot").gr_gid)
         os.chmod(self.passwd_file, 0o640)
+        # Dovecot re-reads a passwd-file when its mtime (in whole seconds)
+        # changes: make every rewrite visible, even within one second.
+        self._passwd_mtime = max(int(time.time()), self._passwd_mtime + 1)
+        os.utime(self.passwd_file, (self._passwd_mtime, self._passwd_mtime))
 
     def add_user(self, name):
         """Adds a user while running (passwd-file is re-read on change)."""

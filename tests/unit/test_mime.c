@@ -302,6 +302,14 @@ static void test_no_calendar_part_finds_none(void)
     CHECK(l.count == 0);
     mime_part_list_free(&l);
     CHECK(mime_find_calendar_parts(NULL, &l) == 0 && l.count == 0);
+    /* ".ics" in other parameters, the description or the subtype name is not a file name. */
+    CHECK(bs_parts("* 1 FETCH (UID 1 BODYSTRUCTURE ((\"application\" \"octet-stream\" "
+                   "(\"x-name\" \"a.ics\") NIL \"notes.ics\" \"7bit\" 4 NIL (\"attachment\" "
+                   "(\"creation-date\" \"b.ics\")) NIL NIL)(\"application\" \"x-ics\" NIL NIL NIL "
+                   "\"7bit\" 4 NIL NIL NIL NIL) \"mixed\"))\r\n",
+                   &l) == 0);
+    CHECK(l.count == 0);
+    mime_part_list_free(&l);
     /* Not a message at all, or nothing: no parts, no crash. */
     CHECK(msg_parts("just some text\r\n", &l) == 0 && l.count == 0);
     mime_part_list_free(&l);
