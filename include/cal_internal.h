@@ -48,8 +48,9 @@ char *cal_sanitize(const char *text, size_t len);
 int cal_check_nesting(const char *text, size_t len, int max, char *err, size_t errlen);
 /* 1 when a top-level property `prop` of the component text matches re. */
 int cal_text_match(const char *text, size_t len, const char *prop, const regex_t *re);
-/* Appends "EXDATE..." for a cancelled occurrence before the END line. */
-char *cal_text_insert_before_end(const char *text, size_t len, const char *line, size_t *outlen);
+/* A copy of component text with one more property line (folded) after
+ * its other properties. NULL on ENOMEM. */
+char *cal_text_insert_prop(const char *text, size_t len, const char *line, size_t *outlen);
 /* A TZID parameter value, quoted when it holds ':', ';' or ','. */
 void cal_buf_add_param(struct cal_buf *b, const char *value);
 

@@ -37,8 +37,13 @@ struct store_attr {
 /* Called after a sync with each path whose bytes or listing changed. */
 typedef void (*store_changed_fn)(void *ctx, const char *path);
 
-/* The store for a source and options (both outlive it). NULL on ENOMEM. */
-struct store *store_new(struct source *src, const struct opts *o);
+struct cache;
+
+/*
+ * The store for a source, options and cache (NULL: memory only); all three
+ * outlive it. NULL on ENOMEM.
+ */
+struct store *store_new(struct source *src, const struct opts *o, struct cache *cache);
 void store_free(struct store *s);
 
 void store_on_change(struct store *s, store_changed_fn fn, void *ctx);

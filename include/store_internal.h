@@ -80,6 +80,7 @@ struct tree {
 
 struct store {
     struct source *src;
+    struct cache *cache; /* NULL with no_disk_cache */
     const struct opts *o;
     store_changed_fn changed;
     void *changed_ctx;

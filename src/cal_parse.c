@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static void cal_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -33,7 +34,12 @@ struct cal_versions *cal_versions_new(const struct cal_origin *o)
     if (!v)
         return NULL;
     v->mailbox = strdup(o && o->mailbox ? o->mailbox : "");
-    v->source_url = strdup(o && o->source_url ? o->source_url : "");
+    /* The URL becomes one content line: no CR, LF or other controls in it. */
+    const char *url = o && o->source_url ? o->source_url : "";
+    v->source_url = cal_sanitize(url, strlen(url));
+    for (char *p = v->source_url; p && *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
     if (!v->mailbox || !v->source_url) {
         cal_versions_free(v);
         return NULL;
@@ -290,33 +296,28 @@ static void cal_strip(icalcomponent *c)
     }
 }
 
-/* Serialises c as folded CRLF lines, X-IMAPCALFS-SOURCE before its END. */
+/* Serialises c as folded CRLF lines, plus X-IMAPCALFS-SOURCE (SPEC §2). */
 static char *cal_render_component(icalcomponent *c, const char *source, size_t *len)
 {
     char *s = icalcomponent_as_ical_string_r(c);
     if (!s)
         return NULL;
-    size_t n = strlen(s), end = n;
-    while (end > 0 && (s[end - 1] == '\n' || s[end - 1] == '\r'))
-        end--;
-    size_t last = end;
-    while (last > 0 && s[last - 1] != '\n')
-        last--;
     struct cal_buf b = {0};
-    cal_buf_add_text(&b, s, last);
-    if (source && *source) {
-        struct cal_buf l = {0};
-        cal_buf_adds(&l, "X-IMAPCALFS-SOURCE:");
-        cal_buf_adds(&l, source);
-        if (l.oom)
-            b.oom = 1;
-        else
-            cal_buf_add_line(&b, l.p, l.len);
-        cal_buf_free(&l);
-    }
-    cal_buf_add_text(&b, s + last, n - last);
+    cal_buf_add_text(&b, s, strlen(s));
     free(s);
-    return cal_buf_take(&b, len);
+    size_t n;
+    char *text = cal_buf_take(&b, &n);
+    if (!text || !source || !*source) {
+        *len = n;
+        return text;
+    }
+    cal_buf_adds(&b, "X-IMAPCALFS-SOURCE:");
+    cal_buf_adds(&b, source);
+    char *line = cal_buf_take(&b, NULL);
+    char *out = line ? cal_text_insert_prop(text, n, line, len) : NULL;
+    free(line);
+    free(text);
+    return out;
 }
 
 /* The match filters this component passes, as a bit mask. */

@@ -165,7 +165,7 @@ static int cal_add_exdate(struct cal_out *m, const struct cal_version *cancel)
     if (!line)
         return -ENOMEM;
     size_t len;
-    char *t = cal_text_insert_before_end(m->text, m->len, line, &len);
+    char *t = cal_text_insert_prop(m->text, m->len, line, &len);
     free(line);
     if (!t)
         return -ENOMEM;

@@ -294,19 +294,33 @@ int cal_text_match(const char *text, size_t len, const char *prop, const regex_t
     return found;
 }
 
-char *cal_text_insert_before_end(const char *text, size_t len, const char *line, size_t *outlen)
+char *cal_text_insert_prop(const char *text, size_t len, const char *line, size_t *outlen)
 {
-    /* The component text ends "END:VEVENT\r\n": find the start of that line. */
-    size_t end = len;
-    if (end >= 2 && text[end - 1] == '\n' && text[end - 2] == '\r')
-        end -= 2;
-    size_t last = end;
-    while (last > 0 && text[last - 1] != '\n')
-        last--;
+    /* RFC 5545 §3.6: a component's properties come before its subcomponents
+     * (VALARM), so the new line goes before the first nested BEGIN, or
+     * before the END line when there is none. Physical lines starting with
+     * BEGIN:/END: are real lines: continuations start with a space. */
+    size_t at = len, i = 0;
+    int first = 1;
+    while (i < len) {
+        size_t start = i;
+        const char *nl = memchr(text + i, '\n', len - i);
+        i = nl ? (size_t)(nl - text) + 1 : len;
+        if (first) {
+            first = 0;
+            continue;
+        }
+        if (i - start >= 6 && strncasecmp(text + start, "BEGIN:", 6) == 0) {
+            at = start;
+            break;
+        }
+        if (i - start >= 4 && strncasecmp(text + start, "END:", 4) == 0)
+            at = start; /* the last END seen is the component's own */
+    }
     struct cal_buf b = {0};
-    cal_buf_add(&b, text, last);
+    cal_buf_add(&b, text, at);
     cal_buf_add_line(&b, line, strlen(line));
-    cal_buf_add(&b, text + last, len - last);
+    cal_buf_add(&b, text + at, len - at);
     return cal_buf_take(&b, outlen);
 }
 

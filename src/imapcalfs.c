@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "cal.h"
 #include "fsops.h"
 #include <fuse_lowlevel.h>
@@ -49,6 +50,32 @@ static void notify_ready(void)
     if (sendto(fd, msg, sizeof msg - 1, 0, (struct sockaddr *)&sa, len) < 0)
         log_warn("cannot notify systemd: %s", strerror(errno));
     close(fd);
+}
+
+/*
+ * The persistent cache: cache_dir= (made absolute now, since the daemon
+ * changes its directory to /) or the XDG default for the account.
+ */
+static struct cache *open_cache(const struct opts *o, char *err, size_t errlen)
+{
+    char *dir = NULL, cwd[4096];
+    struct cache *c;
+
+    if (o->cache_dir && o->cache_dir[0] == '/')
+        dir = strdup(o->cache_dir);
+    else if (o->cache_dir && getcwd(cwd, sizeof cwd))
+        dir = asprintf(&dir, "%s/%s", cwd, o->cache_dir) < 0 ? NULL : dir;
+    else if (o->cache_dir == NULL)
+        dir = cache_default_dir(opts_account(o));
+    if (dir == NULL) {
+        snprintf(err, errlen, "cannot work out the cache directory");
+        return NULL;
+    }
+    c = cache_open(dir, err, errlen);
+    if (c)
+        log_debug("cache in %s", dir);
+    free(dir);
+    return c;
 }
 
 static int usage_error(const char *msg)
@@ -86,6 +113,7 @@ int main(int argc, char **argv)
     struct opts o;
     struct source *src = NULL;
     struct store *store = NULL;
+    struct cache *cache = NULL;
     struct fsops *fs = NULL;
     struct fuse *fuse = NULL;
     char err[512], *password = NULL;
@@ -127,7 +155,11 @@ int main(int argc, char **argv)
         rc = usage_error(err);
         goto out;
     }
-    if ((store = store_new(src, &o)) == NULL || (fs = fsops_new(store)) == NULL) {
+    if (!o.no_disk_cache && (cache = open_cache(&o, err, sizeof err)) == NULL) {
+        rc = usage_error(err);
+        goto out;
+    }
+    if ((store = store_new(src, &o, cache)) == NULL || (fs = fsops_new(store)) == NULL) {
         rc = usage_error("out of memory");
         goto out;
     }
@@ -166,6 +198,7 @@ out:
         fuse_destroy(fuse);
     fsops_free(fs);
     store_free(store);
+    cache_close(cache);
     source_free(src);
     fuse_opt_free_args(&args);
     opts_free(&o);

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "cal.h"
 #include "log.h"
 #include "opts.h"
@@ -29,12 +30,13 @@ struct m2i {
     int quiet;
     const char *output;
     const char *password_arg;
+    char *cache_dir; /* --cache: absolute */
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mailbox2ics [--port N] [-v] [-q] [-o OUTPUT] [--cafile FILE]\n"
-               "                   [--password-file FILE] [-p PASSWORD]\n"
+               "                   [--password-file FILE] [-p PASSWORD] [--cache DIR]\n"
                "                   HOSTNAME USERNAME MAILBOX [MAILBOX...]\n"
                "\n"
                "HOSTNAME may be imaps://HOST[:PORT], imap://HOST[:PORT] (STARTTLS),\n"
@@ -131,6 +133,7 @@ static int parse_args(int argc, char **argv, struct m2i *m, struct opts *o)
         {"cafile", required_argument, NULL, 'C'},
         {"password-file", required_argument, NULL, 'F'},
         {"password", required_argument, NULL, 'p'},
+        {"cache", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -162,6 +165,15 @@ static int parse_args(int argc, char **argv, struct m2i *m, struct opts *o)
             break;
         case 'p':
             m->password_arg = optarg;
+            break;
+        case 'K':
+            m->cache_dir = realpath(optarg, NULL);
+            if (m->cache_dir == NULL && mkdir(optarg, 0700) == 0)
+                m->cache_dir = realpath(optarg, NULL);
+            if (m->cache_dir == NULL) {
+                fprintf(stderr, "mailbox2ics: --cache %s: %s\n", optarg, strerror(errno));
+                return -1;
+            }
             break;
         case 'h':
             usage(stdout);
@@ -202,6 +214,7 @@ int main(int argc, char **argv)
     struct opts o;
     struct source *src = NULL;
     struct store *store = NULL;
+    struct cache *cache = NULL;
     struct blob *merged = NULL;
     char err[512], *password = NULL;
     int rc = 1, nboxes;
@@ -247,7 +260,11 @@ int main(int argc, char **argv)
     if (m.verbose)
         for (int i = 0; i < nboxes; i++)
             fprintf(stderr, "Scanning %s ...\n", argv[optind + 2 + i]);
-    if ((store = store_new(src, &o)) == NULL ||
+    if (m.cache_dir && (cache = cache_open(m.cache_dir, err, sizeof err)) == NULL) {
+        fprintf(stderr, "mailbox2ics: %s\n", err);
+        goto out;
+    }
+    if ((store = store_new(src, &o, cache)) == NULL ||
         (rc = store_open(store, "/merged.ics", &merged)) != 0) {
         fprintf(stderr, "mailbox2ics: reading the mailboxes failed (%s)\n",
                 store ? strerror(-rc) : "out of memory");
@@ -270,7 +287,9 @@ int main(int argc, char **argv)
 out:
     blob_unref(merged);
     store_free(store);
+    cache_close(cache);
     source_free(src);
     opts_free(&o);
+    free(m.cache_dir);
     return rc;
 }

@@ -539,7 +539,7 @@ int store_open(struct store *s, const char *path, struct blob **out)
 
 /* ---- life cycle ------------------------------------------------------- */
 
-struct store *store_new(struct source *src, const struct opts *o)
+struct store *store_new(struct source *src, const struct opts *o, struct cache *cache)
 {
     struct store *s = calloc(1, sizeof *s);
     struct timespec now;
@@ -548,6 +548,7 @@ struct store *store_new(struct source *src, const struct opts *o)
         return NULL;
     s->src = src;
     s->o = o;
+    s->cache = cache;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->tree_sync_lock, NULL);
     pthread_mutex_init(&s->root_sync_lock, NULL);

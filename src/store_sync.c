@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "log.h"
 #include "mime.h"
 #include "names.h"
@@ -163,6 +164,8 @@ struct part_meta {
 struct fetch_ctx {
     struct store *s;
     struct mbox *m;
+    uint32_t uidvalidity;
+    int from_network; /* parts handed to on_part now come from the source */
     struct part_meta *meta;
     struct src_part_req *reqs;
     size_t n;
@@ -182,6 +185,11 @@ static int on_part(void *arg, size_t i, const char *data, size_t len)
     if (c->seen[i])
         return 0;
     c->seen[i] = 1;
+    /* Kept as fetched: a remount parses it again without asking the server. */
+    if (c->from_network && c->s->cache &&
+        cache_put_part(c->s->cache, c->m->raw, c->uidvalidity, pm->uid, pm->part->section, data,
+                       len) != 0)
+        log_warn("%s: cannot cache UID %u part %s", c->m->display, pm->uid, pm->part->section);
     rc = mime_decode_part(data, len, pm->part->encoding, pm->part->charset, &text, &tlen, err,
                           sizeof err);
     if (rc == -ENOMEM)
@@ -199,6 +207,67 @@ static int on_part(void *arg, size_t i, const char *data, size_t len)
     if (rc < 0)
         log_warn("%s: UID %u part %s skipped: %s", c->m->display, pm->uid, pm->part->section, err);
     return 0;
+}
+
+/*
+ * Serves what it can from the disk cache. Requests it served are marked
+ * seen (so the fetch skips nothing twice); *missing counts the rest.
+ */
+static int parts_from_cache(struct fetch_ctx *fc, size_t *missing)
+{
+    *missing = 0;
+    for (size_t i = 0; i < fc->n; i++) {
+        char *data;
+        size_t len;
+        int rc;
+
+        if (fc->s->cache == NULL ||
+            cache_get_part(fc->s->cache, fc->m->raw, fc->uidvalidity, fc->meta[i].uid,
+                           fc->meta[i].part->section, &data, &len) != 0) {
+            (*missing)++;
+            continue;
+        }
+        rc = on_part(fc, i, data, len);
+        free(data);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+struct missing_view {
+    struct fetch_ctx *fc;
+    size_t *map; /* request index → index in fc */
+};
+
+static int on_missing_part(void *arg, size_t j, const char *data, size_t len)
+{
+    struct missing_view *v = arg;
+
+    return on_part(v->fc, v->map[j], data, len);
+}
+
+/* Fetches, in one go, the parts the cache did not have. */
+static int fetch_missing(struct fetch_ctx *fc, size_t nmissing, char *err, size_t errlen)
+{
+    struct src_part_req *reqs = calloc(nmissing, sizeof *reqs);
+    struct missing_view v = {fc, calloc(nmissing, sizeof *v.map)};
+    size_t j = 0;
+    int rc = -ENOMEM;
+
+    if (reqs && v.map) {
+        for (size_t i = 0; i < fc->n; i++)
+            if (!fc->seen[i]) {
+                reqs[j] = fc->reqs[i];
+                v.map[j++] = i;
+            }
+        fc->from_network = 1;
+        rc = source_fetch_parts(fc->s->src, fc->m->raw, fc->uidvalidity, reqs, j, on_missing_part,
+                                &v, err, errlen);
+    }
+    free(reqs);
+    free(v.map);
+    return rc;
 }
 
 /* Finds uid among the old snapshot's messages (sorted by uid). */
@@ -227,8 +296,8 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
                             const struct src_listing *l, struct mbox_snap *snap, char *err,
                             size_t errlen)
 {
-    struct fetch_ctx fc = {.s = s, .m = m};
-    size_t nparts = 0, k = 0;
+    struct fetch_ctx fc = {.s = s, .m = m, .uidvalidity = l->uidvalidity};
+    size_t nparts = 0, k = 0, nreqs = 0;
     int rc = 0;
 
     if (old && old->uidvalidity != l->uidvalidity) {
@@ -276,8 +345,9 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
         }
     }
     fc.n = k;
-    rc = source_fetch_parts(s->src, m->raw, l->uidvalidity, fc.reqs, fc.n, on_part, &fc, err,
-                            errlen);
+    rc = parts_from_cache(&fc, &nreqs);
+    if (rc == 0 && nreqs)
+        rc = fetch_missing(&fc, nreqs, err, errlen);
 out:
     free(fc.meta);
     free(fc.reqs);
@@ -417,10 +487,23 @@ static int64_t dir_mtime(const struct mbox_snap *old, const struct mbox_snap *sn
     return t > old->dir_mtime ? t : old->dir_mtime + 1;
 }
 
+/* Same messages, same state: nothing to write to the cache. */
+static int listing_same(const struct src_listing *a, const struct src_listing *b)
+{
+    if (a == NULL || a->uidvalidity != b->uidvalidity || a->count != b->count ||
+        a->exists != b->exists || a->highestmodseq != b->highestmodseq)
+        return 0;
+    for (size_t i = 0; i < a->count; i++)
+        if (a->msgs[i].uid != b->msgs[i].uid)
+            return 0;
+    return 1;
+}
+
 /* One sync: list, fetch what is new, render, publish. */
 static int mbox_sync(struct store *s, struct mbox *m, char *err, size_t errlen)
 {
-    struct src_listing l = {0};
+    struct src_listing l = {0}, cached = {0};
+    const struct src_listing *known = NULL;
     struct mbox_snap *old, *snap = NULL;
     int64_t newest = 0;
     int rc, changed = 0;
@@ -428,9 +511,17 @@ static int mbox_sync(struct store *s, struct mbox *m, char *err, size_t errlen)
     pthread_mutex_lock(&m->lock);
     old = snap_ref(m->snap);
     pthread_mutex_unlock(&m->lock);
-    if ((rc = source_list_messages(s->src, m->raw, old ? &old->listing : NULL, &l, err, errlen)) !=
-        0)
+    /* After a remount the cache's listing lets the source send only changes. */
+    if (old == NULL && s->cache && cache_get_listing(s->cache, m->raw, &cached) == 0)
+        known = &cached;
+    else if (old)
+        known = &old->listing;
+    if ((rc = source_list_messages(s->src, m->raw, known, &l, err, errlen)) != 0)
         goto out;
+    if (s->cache && known && known->uidvalidity != l.uidvalidity)
+        cache_drop_other_uidvalidity(s->cache, m->raw, l.uidvalidity);
+    if (s->cache && !listing_same(known, &l) && cache_put_listing(s->cache, m->raw, &l) != 0)
+        log_warn("%s: cannot write its listing to the cache", m->display);
     if ((snap = calloc(1, sizeof *snap)) == NULL) {
         rc = -ENOMEM;
         goto out;
@@ -474,6 +565,7 @@ out:
         mbox_snap_unref(snap);
     mbox_snap_unref(old);
     source_listing_free(&l);
+    source_listing_free(&cached);
     return rc;
 }
 

@@ -160,11 +160,22 @@ class Dovecot:
         self._passwd_mtime = max(int(time.time()), self._passwd_mtime + 1)
         os.utime(self.passwd_file, (self._passwd_mtime, self._passwd_mtime))
 
-    def add_user(self, name):
-        """Adds a user while running (passwd-file is re-read on change)."""
+    def add_user(self, name, timeout=10):
+        """Adds a user while running and returns its password.
+
+        Dovecot looks at the passwd-file's mtime at most once a second, so
+        wait until the new user can log in."""
         self.passwords[name] = secrets.token_urlsafe(12)
         self._write_passwd()
-        return self.passwords[name]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.imap(name):
+                    return self.passwords[name]
+            except imaplib.IMAP4.error:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _config(self):
         """The whole dovecot.conf: nothing comes from /etc/dovecot."""

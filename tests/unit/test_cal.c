@@ -1,0 +1,769 @@
+/*
+ * test_cal.c — calendar parts in, merged event files out: parsing
+ * (SPEC §3), scheduling semantics (RFC 5546) and the output format (SPEC §2).
+ */
+#include "cal.h"
+#include "test_cal_util.h"
+#include "unit.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define T0 1767225600 /* 2026-01-01T00:00:00Z */
+
+/* One VEVENT in a VCALENDAR; method and rid_line may be "" . */
+static char *ev(const char *method, const char *uid, const char *rid_line, int seq,
+                const char *stamp, const char *summary)
+{
+    char *buf = malloc(2048);
+    snprintf(buf, 2048,
+             "BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//test//test//EN\n%s%s%s"
+             "BEGIN:VEVENT\nUID:%s\n%s%sSEQUENCE:%d\nDTSTAMP:%s\n"
+             "DTSTART:20260310T100000Z\nDTEND:20260310T110000Z\nSUMMARY:%s\n"
+             "END:VEVENT\nEND:VCALENDAR\n",
+             *method ? "METHOD:" : "", method, *method ? "\n" : "", uid, rid_line,
+             *rid_line ? "\n" : "", seq, stamp, summary);
+    return buf;
+}
+
+static struct cal_versions *msg_ev(const char *mbox, uint32_t uid, int64_t date, const char *method,
+                                   const char *evuid, const char *rid, int seq, const char *stamp,
+                                   const char *summary)
+{
+    char *ics = ev(method, evuid, rid, seq, stamp, summary);
+    struct cal_versions *v = tc_msg(mbox, uid, date, ics, NULL, NULL);
+    free(ics);
+    return v;
+}
+
+static void test_bare_vevent_is_read(void)
+{
+    struct cal_stats st = {0};
+    struct cal_versions *m = tc_file("INBOX", 1, T0, "bare_vevent.ics", NULL, &st);
+    CHECK(cal_versions_count(m) == 1);
+    CHECK(st.parts == 1 && st.parts_bad == 0 && st.versions == 1);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    CHECK(r.nevents == 1);
+    const struct cal_event_file *e = tc_event(&r, "bare@example.org");
+    CHECK(e != NULL);
+    if (e) {
+        CHECK(tc_format_ok(e->data, e->len));
+        CHECK(tc_has(e->data, e->len, "\r\nSUMMARY:Bare event\r\n"));
+        CHECK(tc_has(e->data, e->len, "\r\nDTSTART;VALUE=DATE:20260301\r\n"));
+        CHECK(e->mtime == T0);
+    }
+    CHECK(tc_format_ok(r.merged, r.merged_len));
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+static void test_two_vcalendars_in_one_part(void)
+{
+    struct cal_versions *m = tc_file("INBOX", 1, T0, "two_calendars.ics", NULL, NULL);
+    CHECK(cal_versions_count(m) == 2);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    CHECK(r.nevents == 2);
+    if (r.nevents == 2) {
+        CHECK_STR(r.events[0].uid, "first@example.org");
+        CHECK_STR(r.events[1].uid, "second@example.org");
+    }
+    CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VEVENT") == 2);
+    CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VCALENDAR") == 1);
+    CHECK(tc_pos(r.merged, r.merged_len, "SUMMARY:First") <
+          tc_pos(r.merged, r.merged_len, "SUMMARY:Second"));
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+static void test_folded_lines_crlf_and_no_final_newline(void)
+{
+    const char *ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:fold@example.org\r\n"
+                      "DTSTAMP:20260101T000000Z\r\nDTSTART:20260310T100000Z\r\n"
+                      "SUMMARY:A summary that was\r\n  folded by the sender\r\n"
+                      "END:VEVENT\r\nEND:VCALENDAR";
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
+    CHECK(cal_versions_count(m) == 1);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1);
+    if (r.nevents == 1)
+        CHECK(tc_has(r.events[0].data, r.events[0].len,
+                     "SUMMARY:A summary that was folded by the sender\r\n"));
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+static void test_duplicate_in_one_message_counts_once(void)
+{
+    /* Google's inline part and invite.ics; Exchange rewrote one of them:
+     * other line ends, property order and an extra property. */
+    const char *inline_part =
+        "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:dup@example.org\r\n"
+        "SEQUENCE:3\r\nDTSTAMP:20260101T100000Z\r\nDTSTART:20260310T100000Z\r\n"
+        "SUMMARY:Dup\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    const char *attachment = "BEGIN:VCALENDAR\nMETHOD:REQUEST\nBEGIN:VEVENT\n"
+                             "DTSTART:20260310T100000Z\nSUMMARY:Dup\nUID:dup@example.org\n"
+                             "DTSTAMP:20260101T100000Z\nSEQUENCE:3\nX-MS-OLK-SENDER:x\n"
+                             "END:VEVENT\nEND:VCALENDAR\n";
+    struct cal_stats st = {0};
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, inline_part, NULL, &st);
+    char err[128];
+    CHECK(cal_versions_add_part(m, attachment, strlen(attachment), NULL, &st, err, sizeof err) ==
+          0);
+    CHECK(cal_versions_count(m) == 1);
+    CHECK(st.parts == 2 && st.versions == 1);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    CHECK(r.nevents == 1);
+    CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VEVENT") == 1);
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+/* The SUMMARY the single event of r ends up with. */
+static int summary_is(const struct cal_result *r, const char *want)
+{
+    char line[128];
+    snprintf(line, sizeof line, "\r\nSUMMARY:%s\r\n", want);
+    return r->nevents == 1 && tc_has(r->events[0].data, r->events[0].len, line);
+}
+
+static void test_higher_sequence_wins(void)
+{
+    struct cal_versions *m[3] = {
+        msg_ev("INBOX", 3, T0 + 300, "REQUEST", "s@x", "", 0, "20260103T000000Z", "zero"),
+        msg_ev("INBOX", 1, T0 + 100, "REQUEST", "s@x", "", 2, "20260101T000000Z", "two"),
+        msg_ev("INBOX", 2, T0 + 200, "REQUEST", "s@x", "", 1, "20260102T000000Z", "one"),
+    };
+    struct cal_result r;
+    CHECK(cal_resolve(m, 3, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(summary_is(&r, "two"));
+    /* mtime is the message the file holds, not the newest one seen. */
+    CHECK(r.nevents == 1 && r.events[0].mtime == T0 + 100);
+    cal_result_free(&r);
+    tc_free_all(m, 3);
+}
+
+static void test_dtstamp_breaks_sequence_tie(void)
+{
+    struct cal_versions *m[2] = {
+        msg_ev("INBOX", 2, T0 + 200, "REQUEST", "d@x", "", 1, "20260101T000000Z", "old"),
+        msg_ev("INBOX", 1, T0 + 100, "REQUEST", "d@x", "", 1, "20260105T000000Z", "new"),
+    };
+    struct cal_result r;
+    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(summary_is(&r, "new"));
+    cal_result_free(&r);
+    tc_free_all(m, 2);
+}
+
+static void test_later_message_breaks_tie(void)
+{
+    const char *st = "20260101T000000Z";
+    struct cal_versions *a[2] = {
+        msg_ev("INBOX", 9, T0 + 100, "REQUEST", "l@x", "", 1, st, "earlier"),
+        msg_ev("INBOX", 1, T0 + 200, "REQUEST", "l@x", "", 1, st, "later"),
+    };
+    struct cal_result r;
+    CHECK(cal_resolve(a, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(summary_is(&r, "later"));
+    cal_result_free(&r);
+    tc_free_all(a, 2);
+
+    /* Same INTERNALDATE: the higher IMAP UID; then the mailbox name. */
+    struct cal_versions *b[2] = {
+        msg_ev("INBOX", 5, T0, "REQUEST", "l@x", "", 1, st, "uid5"),
+        msg_ev("INBOX", 4, T0, "REQUEST", "l@x", "", 1, st, "uid4"),
+    };
+    CHECK(cal_resolve(b, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(summary_is(&r, "uid5"));
+    cal_result_free(&r);
+    tc_free_all(b, 2);
+    struct cal_versions *c[2] = {
+        msg_ev("Archive", 5, T0, "REQUEST", "l@x", "", 1, st, "archive"),
+        msg_ev("INBOX", 5, T0, "REQUEST", "l@x", "", 1, st, "inbox"),
+    };
+    CHECK(cal_resolve(c, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(summary_is(&r, "inbox"));
+    cal_result_free(&r);
+    tc_free_all(c, 2);
+}
+
+static void test_cancel_removes_event(void)
+{
+    struct cal_versions *m[4] = {
+        msg_ev("INBOX", 1, T0 + 100, "REQUEST", "c@x", "", 0, "20260101T000000Z", "meeting"),
+        msg_ev("INBOX", 2, T0 + 150, "REQUEST", "c@x", "RECURRENCE-ID:20260317T100000Z", 0,
+               "20260101T000000Z", "moved"),
+        msg_ev("INBOX", 3, T0 + 200, "CANCEL", "c@x", "", 1, "20260102T000000Z", "meeting"),
+        msg_ev("INBOX", 4, T0 + 50, "REQUEST", "other@x", "", 0, "20260101T000000Z", "other"),
+    };
+    struct cal_result r;
+    CHECK(cal_resolve(m, 4, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    CHECK(r.nevents == 1);
+    CHECK(tc_event(&r, "c@x") == NULL);
+    CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VEVENT") == 1);
+    CHECK(!tc_has(r.merged, r.merged_len, "UID:c@x"));
+    cal_result_free(&r);
+    tc_free_all(m, 4);
+}
+
+static void test_cancel_loses_to_newer_request(void)
+{
+    struct cal_versions *m[2] = {
+        msg_ev("INBOX", 1, T0 + 100, "CANCEL", "n@x", "", 1, "20260102T000000Z", "x"),
+        msg_ev("INBOX", 2, T0 + 200, "REQUEST", "n@x", "", 2, "20260103T000000Z", "back"),
+    };
+    struct cal_result r;
+    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(summary_is(&r, "back"));
+    cal_result_free(&r);
+    tc_free_all(m, 2);
+}
+
+static void test_cancel_removes_occurrence(void)
+{
+    struct cal_versions *m[2] = {
+        tc_file("INBOX", 1, T0 + 100, "google_series.ics", NULL, NULL),
+        tc_file("INBOX", 2, T0 + 500, "google_cancel_occurrence.ics", NULL, NULL),
+    };
+    CHECK(cal_versions_count(m[0]) == 2 && cal_versions_count(m[1]) == 1);
+    struct cal_result r;
+    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    const struct cal_event_file *e = tc_event(&r, "standup-7f3a9c@google.com");
+    CHECK(r.nevents == 1 && e);
+    if (e) {
+        CHECK(tc_format_ok(e->data, e->len));
+        CHECK(tc_has(e->data, e->len, "\r\nEXDATE;TZID=Europe/Berlin:20260119T093000\r\n"));
+        CHECK(tc_count(e->data, e->len, "BEGIN:VEVENT") == 2); /* master + moved one */
+        CHECK(!tc_has(e->data, e->len, "STATUS:CANCELLED"));
+        CHECK(e->mtime == T0 + 500); /* the cancel changed the file */
+    }
+    cal_result_free(&r);
+
+    /* Cancelling the moved occurrence drops the override too. */
+    struct cal_versions *c = msg_ev(
+        "INBOX", 3, T0 + 600, "CANCEL", "standup-7f3a9c@google.com",
+        "RECURRENCE-ID;TZID=Europe/Berlin:20260112T093000", 2, "20260116T000000Z", "x");
+    struct cal_versions *all[3] = {m[0], m[1], c};
+    CHECK(cal_resolve(all, 3, NULL, CAL_WANT_EVENTS, &r) == 0);
+    e = tc_event(&r, "standup-7f3a9c@google.com");
+    CHECK(e != NULL);
+    if (e) {
+        CHECK(tc_count(e->data, e->len, "BEGIN:VEVENT") == 1);
+        CHECK(!tc_has(e->data, e->len, "RECURRENCE-ID"));
+        CHECK(tc_has(e->data, e->len, "EXDATE;TZID=Europe/Berlin:20260112T093000\r\n"));
+        CHECK(tc_has(e->data, e->len, "EXDATE;TZID=Europe/Berlin:20260119T093000\r\n"));
+        CHECK(tc_count(e->data, e->len, "BEGIN:VTIMEZONE") == 1);
+    }
+    cal_result_free(&r);
+    tc_free_all(all, 3);
+}
+
+static void test_reply_creates_nothing(void)
+{
+    const char *methods[] = {"REPLY", "REFRESH", "COUNTER", "DECLINECOUNTER"};
+    for (size_t i = 0; i < 4; i++) {
+        char *ics = ev(methods[i], "r@x", "", 0, "20260101T000000Z", "answer");
+        struct cal_stats st = {0};
+        struct cal_versions *m = tc_msg("INBOX", 1, T0, NULL, NULL, NULL);
+        char err[64];
+        CHECK(cal_versions_add_part(m, ics, strlen(ics), NULL, &st, err, sizeof err) == 0);
+        CHECK(cal_versions_count(m) == 0 && st.parts_bad == 0);
+        struct cal_result r;
+        CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+        CHECK(r.nevents == 0 && !tc_has(r.merged, r.merged_len, "VEVENT"));
+        CHECK(tc_format_ok(r.merged, r.merged_len));
+        cal_result_free(&r);
+        cal_versions_free(m);
+        free(ics);
+    }
+}
+
+static void test_override_without_master_is_own_file_then_joins(void)
+{
+    struct cal_versions *m[2] = {
+        msg_ev("INBOX", 2, T0 + 200, "REQUEST", "o@x", "RECURRENCE-ID:20260317T100000Z", 3,
+               "20260105T000000Z", "just this one"),
+        NULL,
+    };
+    struct cal_result r;
+    CHECK(cal_resolve(m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1);
+    if (r.nevents == 1) {
+        CHECK_STR(r.events[0].uid, "o@x");
+        CHECK(tc_count(r.events[0].data, r.events[0].len, "BEGIN:VEVENT") == 1);
+        CHECK(tc_has(r.events[0].data, r.events[0].len, "RECURRENCE-ID:20260317T100000Z"));
+    }
+    cal_result_free(&r);
+
+    /* The master arrives later (and is older by SEQUENCE: no matter, another key). */
+    char *ics = ev("REQUEST", "o@x", "", 0, "20260101T000000Z", "series");
+    char *rr = strstr(ics, "SUMMARY:");
+    char *full = malloc(4096);
+    snprintf(full, 4096, "%.*sRRULE:FREQ=WEEKLY;COUNT=5\n%s", (int)(rr - ics), ics, rr);
+    m[1] = tc_msg("INBOX", 3, T0 + 300, full, NULL, NULL);
+    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1);
+    if (r.nevents == 1) {
+        const char *d = r.events[0].data;
+        size_t n = r.events[0].len;
+        CHECK(tc_count(d, n, "BEGIN:VEVENT") == 2);
+        CHECK(tc_pos(d, n, "SUMMARY:series") < tc_pos(d, n, "SUMMARY:just this one"));
+        CHECK(r.events[0].mtime == T0 + 300);
+    }
+    cal_result_free(&r);
+    tc_free_all(m, 2);
+    free(ics);
+    free(full);
+}
+
+/* A minimal VTIMEZONE with a fixed offset and a marker TZNAME. */
+static void vtz(char *out, size_t n, const char *tzid, const char *off, const char *name)
+{
+    snprintf(out, n,
+             "BEGIN:VTIMEZONE\nTZID:%s\nBEGIN:STANDARD\nDTSTART:19700101T000000\n"
+             "TZOFFSETFROM:%s\nTZOFFSETTO:%s\nTZNAME:%s\nEND:STANDARD\nEND:VTIMEZONE\n",
+             tzid, off, off, name);
+}
+
+static void test_vtimezone_exactly_those_used(void)
+{
+    char a[512], b[512], c[512], u[512], ics[4096];
+    vtz(a, sizeof a, "Zone A", "+0300", "ZA");
+    vtz(b, sizeof b, "Zone B", "+0400", "ZB");
+    vtz(c, sizeof c, "Zone C", "+0500", "ZC");
+    vtz(u, sizeof u, "Unused Zone", "+0600", "ZU");
+    snprintf(ics, sizeof ics,
+             "BEGIN:VCALENDAR\nVERSION:2.0\nMETHOD:REQUEST\n%s%s%s%s"
+             "BEGIN:VEVENT\nUID:tz@x\nDTSTAMP:20260101T000000Z\n"
+             "DTSTART;TZID=Zone B:20260310T100000\nRRULE:FREQ=DAILY;COUNT=10\n"
+             "EXDATE;TZID=Zone C:20260312T100000\nSUMMARY:master\nEND:VEVENT\n"
+             "BEGIN:VEVENT\nUID:tz@x\nDTSTAMP:20260101T000000Z\n"
+             "RECURRENCE-ID;TZID=Zone A:20260313T090000\n"
+             "DTSTART;TZID=Zone B:20260313T120000\nSUMMARY:override\nEND:VEVENT\n"
+             "BEGIN:VEVENT\nUID:only-b@x\nDTSTAMP:20260101T000000Z\n"
+             "DTSTART;TZID=Zone B:20260310T100000\nSUMMARY:b\nEND:VEVENT\n"
+             "END:VCALENDAR\n",
+             u, c, b, a);
+    struct cal_stats st = {0};
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, &st);
+    CHECK(cal_versions_count(m) == 3 && st.warnings == 0);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    const struct cal_event_file *e = tc_event(&r, "tz@x");
+    CHECK(e != NULL);
+    if (e) {
+        CHECK(tc_format_ok(e->data, e->len));
+        CHECK(tc_count(e->data, e->len, "BEGIN:VTIMEZONE") == 3);
+        CHECK(tc_has(e->data, e->len, "TZID:Zone A\r\n")); /* only the RECURRENCE-ID uses it */
+        CHECK(tc_has(e->data, e->len, "TZID:Zone C\r\n")); /* only an EXDATE uses it */
+        CHECK(!tc_has(e->data, e->len, "Unused Zone"));
+        long pa = tc_pos(e->data, e->len, "TZID:Zone A\r\n");
+        long pb = tc_pos(e->data, e->len, "TZID:Zone B\r\n");
+        long pc = tc_pos(e->data, e->len, "TZID:Zone C\r\n");
+        long pv = tc_pos(e->data, e->len, "BEGIN:VEVENT");
+        CHECK(pa < pb && pb < pc && pc < pv);
+        CHECK(tc_pos(e->data, e->len, "SUMMARY:master") <
+              tc_pos(e->data, e->len, "SUMMARY:override"));
+    }
+    e = tc_event(&r, "only-b@x");
+    CHECK(e && tc_count(e->data, e->len, "BEGIN:VTIMEZONE") == 1 &&
+          tc_has(e->data, e->len, "TZID:Zone B\r\n"));
+    CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VTIMEZONE") == 3);
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+static void test_merged_one_vtimezone_per_tzid(void)
+{
+    char z1[512], z2[512], ics1[2048], ics2[2048];
+    vtz(z1, sizeof z1, "Europe/Somewhere", "+0100", "FIRST");
+    vtz(z2, sizeof z2, "Europe/Somewhere", "+0100", "SECOND");
+    const char *body = "BEGIN:VEVENT\nUID:%s\nDTSTAMP:20260101T000000Z\n"
+                       "DTSTART;TZID=Europe/Somewhere:20260310T100000\nSUMMARY:x\nEND:VEVENT\n";
+    char e1[512], e2[512];
+    snprintf(e1, sizeof e1, body, "b-event@x");
+    snprintf(e2, sizeof e2, body, "a-event@x");
+    snprintf(ics1, sizeof ics1, "BEGIN:VCALENDAR\nVERSION:2.0\n%s%sEND:VCALENDAR\n", z1, e1);
+    snprintf(ics2, sizeof ics2, "BEGIN:VCALENDAR\nVERSION:2.0\n%s%sEND:VCALENDAR\n", z2, e2);
+    struct cal_versions *m[2] = {tc_msg("INBOX", 1, T0, ics1, NULL, NULL),
+                                 tc_msg("Other", 1, T0, ics2, NULL, NULL)};
+    struct cal_result r;
+    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    CHECK(r.nevents == 2);
+    CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VTIMEZONE") == 1);
+    /* a-event@x comes first in the output, so its sender's definition wins. */
+    CHECK(tc_has(r.merged, r.merged_len, "TZNAME:SECOND"));
+    CHECK(!tc_has(r.merged, r.merged_len, "TZNAME:FIRST"));
+    /* Each event file keeps its own sender's zone. */
+    const struct cal_event_file *b = tc_event(&r, "b-event@x");
+    CHECK(b && tc_has(b->data, b->len, "TZNAME:FIRST"));
+    CHECK(tc_format_ok(r.merged, r.merged_len));
+    cal_result_free(&r);
+    tc_free_all(m, 2);
+}
+
+static int same_result(const struct cal_result *a, const struct cal_result *b)
+{
+    if (a->nevents != b->nevents || a->merged_len != b->merged_len ||
+        memcmp(a->merged, b->merged, a->merged_len) != 0 || a->merged_mtime != b->merged_mtime)
+        return 0;
+    for (size_t i = 0; i < a->nevents; i++)
+        if (strcmp(a->events[i].uid, b->events[i].uid) != 0 ||
+            a->events[i].len != b->events[i].len || a->events[i].mtime != b->events[i].mtime ||
+            memcmp(a->events[i].data, b->events[i].data, a->events[i].len) != 0)
+            return 0;
+    return 1;
+}
+
+static void test_output_deterministic_under_permutation(void)
+{
+    enum { N = 7 };
+    struct cal_versions *m[N] = {
+        tc_file("INBOX", 1, T0 + 100, "google_series.ics", NULL, NULL),
+        tc_file("INBOX", 2, T0 + 500, "google_cancel_occurrence.ics", NULL, NULL),
+        tc_file("Work", 1, T0 + 100, "outlook_request.ics", NULL, NULL),
+        tc_file("Work", 2, T0 + 100, "two_calendars.ics", NULL, NULL),
+        /* exact ties broken only by the mailbox name */
+        msg_ev("A", 1, T0, "REQUEST", "tie@x", "", 1, "20260101T000000Z", "a"),
+        msg_ev("B", 1, T0, "REQUEST", "tie@x", "", 1, "20260101T000000Z", "b"),
+        msg_ev("B", 2, T0, "CANCEL", "first@example.org", "", 1, "20260101T000000Z", "c"),
+    };
+    struct cal_result ref;
+    CHECK(cal_resolve(m, N, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &ref) == 0);
+    CHECK(ref.nevents == 4);
+    unsigned seed = 12345;
+    for (int round = 0; round < 40; round++) {
+        struct cal_versions *p[N];
+        memcpy(p, m, sizeof p);
+        for (int i = N - 1; i > 0; i--) {
+            seed = seed * 1103515245u + 12345u;
+            int j = (int)((seed >> 16) % (unsigned)(i + 1));
+            struct cal_versions *t = p[i];
+            p[i] = p[j];
+            p[j] = t;
+        }
+        struct cal_result r;
+        CHECK(cal_resolve(p, N, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+        CHECK(same_result(&ref, &r));
+        cal_result_free(&r);
+    }
+    cal_result_free(&ref);
+    tc_free_all(m, N);
+}
+
+static void test_no_method_in_output_and_crlf_folding(void)
+{
+    char summary[1200] = "", ics[4096];
+    for (int i = 0; i < 12; i++)
+        strcat(summary, "Zürich Ärger 日本語の会議 😀 ");
+    snprintf(ics, sizeof ics,
+             "BEGIN:VCALENDAR\nVERSION:2.0\nMETHOD:REQUEST\nBEGIN:VEVENT\nUID:utf8@x\n"
+             "METHOD:PUBLISH\nDTSTAMP:20260101T000000Z\nDTSTART:20260310T100000Z\n"
+             "SUMMARY:%s\nEND:VEVENT\nEND:VCALENDAR\n",
+             summary);
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    CHECK(r.nevents == 1);
+    if (r.nevents == 1) {
+        CHECK(tc_format_ok(r.events[0].data, r.events[0].len));
+        CHECK(!tc_has(r.events[0].data, r.events[0].len, "METHOD"));
+        char want[1300];
+        snprintf(want, sizeof want, "SUMMARY:%.*s\r\n", (int)strlen(summary) - 1, summary);
+        CHECK(tc_has(r.events[0].data, r.events[0].len, want));
+    }
+    CHECK(tc_format_ok(r.merged, r.merged_len));
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+static void test_source_url_added_once(void)
+{
+    const char *ics = "BEGIN:VEVENT\nUID:src@x\nDTSTAMP:20260101T000000Z\n"
+                      "DTSTART:20260310T100000Z\nX-IMAPCALFS-SOURCE:imap://evil/\n"
+                      "BEGIN:VALARM\nACTION:DISPLAY\nTRIGGER:-PT5M\nEND:VALARM\n"
+                      "END:VEVENT\n";
+    struct cal_versions *m = tc_msg("Team/Cal", 42, T0, ics, NULL, NULL);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1);
+    if (r.nevents == 1) {
+        const char *d = r.events[0].data;
+        size_t n = r.events[0].len;
+        CHECK(tc_count(d, n, "X-IMAPCALFS-SOURCE") == 1);
+        CHECK(tc_has(d, n,
+                     "\r\nX-IMAPCALFS-SOURCE:imap://alice@imap.example.org/Team/Cal;"
+                     "UIDVALIDITY=7/;UID=42\r\nBEGIN:VALARM\r\n"));
+    }
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+static void test_source_url_cannot_inject_lines(void)
+{
+    const char *ics = "BEGIN:VEVENT\nUID:inj@x\nDTSTAMP:20260101T000000Z\n"
+                      "DTSTART:20260310T100000Z\nEND:VEVENT\n";
+    struct cal_origin o = {.mailbox = "INBOX",
+                           .uid = 1,
+                           .internaldate = T0,
+                           .source_url = "imap://h/x\r\nBEGIN:VEVENT\nUID:evil"};
+    struct cal_versions *m = cal_versions_new(&o);
+    char err[64];
+    CHECK(cal_versions_add_part(m, ics, strlen(ics), NULL, NULL, err, sizeof err) == 1);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1);
+    if (r.nevents == 1) {
+        CHECK(tc_count(r.events[0].data, r.events[0].len, "\nBEGIN:VEVENT") == 1);
+        CHECK(!tc_has(r.events[0].data, r.events[0].len, "\nUID:evil"));
+        CHECK(tc_format_ok(r.events[0].data, r.events[0].len));
+    }
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+static void test_x_lic_error_stripped(void)
+{
+    const char *ics = "BEGIN:VCALENDAR\nVERSION:2.0\nBEGIN:VEVENT\nUID:err@x\n"
+                      "DTSTAMP:20260101T000000Z\nDTSTART:20260310T100000Z\nDTEND:notadate\n"
+                      "FOO BAR\nX-FOO;BAD PARAM:1\nSUMMARY:still here\nEND:VEVENT\nEND:VCALENDAR\n";
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1);
+    if (r.nevents == 1) {
+        CHECK(!tc_has(r.events[0].data, r.events[0].len, "X-LIC-ERROR"));
+        CHECK(tc_has(r.events[0].data, r.events[0].len, "SUMMARY:still here"));
+    }
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+static void test_deep_nesting_refused(void)
+{
+    struct cal_stats st = {0};
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, NULL, NULL, NULL);
+    char err[128] = "";
+    /* 9 levels: refused. */
+    char deep[2048] = "BEGIN:VCALENDAR\n";
+    for (int i = 0; i < 8; i++)
+        strcat(deep, "BEGIN:VEVENT\n");
+    for (int i = 0; i < 8; i++)
+        strcat(deep, "END:VEVENT\n");
+    strcat(deep, "END:VCALENDAR\n");
+    CHECK(cal_versions_add_part(m, deep, strlen(deep), NULL, &st, err, sizeof err) == -EINVAL);
+    CHECK(strstr(err, "nested") != NULL);
+    CHECK(st.parts == 1 && st.parts_bad == 1);
+
+    /* 100,000 levels (libical's recursive free would overflow the stack). */
+    size_t n = 100000, len = n * (13 + 11);
+    char *huge = malloc(len + 1), *p = huge;
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "BEGIN:VEVENT\n");
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "END:VEVENT\n");
+    CHECK(cal_versions_add_part(m, huge, (size_t)(p - huge), NULL, &st, err, sizeof err) ==
+          -EINVAL);
+    free(huge);
+
+    /* 8 levels are fine (lower-case BEGIN counts too). */
+    char ok[2048] = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:deep@x\nDTSTART:20260310T100000Z\n";
+    for (int i = 0; i < 6; i++)
+        strcat(ok, "begin:VALARM\nACTION:DISPLAY\nTRIGGER:-PT5M\n");
+    for (int i = 0; i < 6; i++)
+        strcat(ok, "END:VALARM\n");
+    strcat(ok, "END:VEVENT\nEND:VCALENDAR\n");
+    CHECK(cal_versions_add_part(m, ok, strlen(ok), NULL, &st, err, sizeof err) == 1);
+    CHECK(st.parts_bad == 2);
+    cal_versions_free(m);
+}
+
+static void test_garbage_part_is_error(void)
+{
+    struct cal_stats st = {0};
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, NULL, NULL, NULL);
+    char err[128];
+    const char *bad[] = {
+        "hello world\r\nthis is not ical",
+        "",
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:trunc@x\nDTSTART:20260310T100000Z\nSUMM",
+    };
+    for (size_t i = 0; i < 3; i++) {
+        err[0] = '\0';
+        CHECK(cal_versions_add_part(m, bad[i], strlen(bad[i]), NULL, &st, err, sizeof err) ==
+              -EINVAL);
+        CHECK(err[0] != '\0');
+    }
+    size_t big = CAL_MAX_PART_BYTES + 1;
+    char *huge = malloc(big);
+    memset(huge, ' ', big);
+    CHECK(cal_versions_add_part(m, huge, big, NULL, &st, err, sizeof err) == -EINVAL);
+    CHECK(strstr(err, "limit") != NULL);
+    free(huge);
+    CHECK(st.parts == 4 && st.parts_bad == 4 && cal_versions_count(m) == 0);
+    /* The next good part of the same message still counts. */
+    char *ics = ev("REQUEST", "good@x", "", 0, "20260101T000000Z", "good");
+    CHECK(cal_versions_add_part(m, ics, strlen(ics), NULL, &st, err, sizeof err) == 1);
+    CHECK(st.parts == 5 && st.parts_bad == 4);
+    free(ics);
+    cal_versions_free(m);
+}
+
+static void test_components_filter(void)
+{
+    const char *ics = "BEGIN:VCALENDAR\nVERSION:2.0\n"
+                      "BEGIN:VTODO\nUID:todo@x\nDTSTAMP:20260101T000000Z\nSUMMARY:task\n"
+                      "DUE:20260310T100000Z\nEND:VTODO\n"
+                      "BEGIN:VJOURNAL\nUID:j@x\nDTSTAMP:20260101T000000Z\nSUMMARY:note\n"
+                      "END:VJOURNAL\n"
+                      "BEGIN:VEVENT\nUID:ev@x\nDTSTAMP:20260101T000000Z\n"
+                      "DTSTART:20260310T100000Z\nEND:VEVENT\nEND:VCALENDAR\n";
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
+    CHECK(cal_versions_count(m) == 1);
+    struct cal_filter f = {.kinds = CAL_VEVENT | CAL_VTODO};
+    struct cal_versions *m2 = tc_msg("INBOX", 1, T0, ics, &f, NULL);
+    CHECK(cal_versions_count(m2) == 2);
+    struct cal_result r;
+    CHECK(cal_resolve(&m2, 1, &f, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 2 && tc_event(&r, "todo@x") && tc_event(&r, "ev@x"));
+    const struct cal_event_file *t = tc_event(&r, "todo@x");
+    CHECK(t && tc_has(t->data, t->len, "BEGIN:VTODO\r\n") && tc_format_ok(t->data, t->len));
+    cal_result_free(&r);
+    /* Resolving with VEVENT only leaves the task out. */
+    CHECK(cal_resolve(&m2, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1 && tc_event(&r, "ev@x"));
+    cal_result_free(&r);
+    cal_versions_free(m);
+    cal_versions_free(m2);
+}
+
+static void test_mtime_is_newest_message_held(void)
+{
+    struct cal_versions *m[3] = {
+        msg_ev("INBOX", 1, T0 + 100, "REQUEST", "mt@x", "", 0, "20260101T000000Z", "master"),
+        msg_ev("INBOX", 2, T0 + 300, "REQUEST", "mt@x", "RECURRENCE-ID:20260317T100000Z", 0,
+               "20260101T000000Z", "override"),
+        msg_ev("INBOX", 3, T0 + 200, "REQUEST", "other@x", "", 0, "20260101T000000Z", "o"),
+    };
+    struct cal_result r;
+    CHECK(cal_resolve(m, 3, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    const struct cal_event_file *e = tc_event(&r, "mt@x"), *o = tc_event(&r, "other@x");
+    CHECK(e && e->mtime == T0 + 300);
+    CHECK(o && o->mtime == T0 + 200);
+    CHECK(r.merged_mtime == T0 + 300);
+    cal_result_free(&r);
+    tc_free_all(m, 3);
+}
+
+static void test_invalid_utf8_and_nul_made_valid(void)
+{
+    const char ics[] = "BEGIN:VEVENT\nUID:bad8@x\nDTSTAMP:20260101T000000Z\n"
+                       "DTSTART:20260310T100000Z\nSUMMARY:caf\xe9 \xff\xfe na\0me \xc3\xa9\n"
+                       "END:VEVENT\n";
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, NULL, NULL, NULL);
+    char err[64];
+    CHECK(cal_versions_add_part(m, ics, sizeof ics - 1, NULL, NULL, err, sizeof err) == 1);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1);
+    if (r.nevents == 1) {
+        CHECK(tc_format_ok(r.events[0].data, r.events[0].len));
+        CHECK(tc_has(r.events[0].data, r.events[0].len,
+                     "SUMMARY:caf\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd name \xc3\xa9\r\n"));
+    }
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
+static void test_missing_uid_gets_stable_one(void)
+{
+    const char *ics = "BEGIN:VEVENT\nDTSTAMP:20260101T000000Z\nDTSTART:20260310T100000Z\n"
+                      "SUMMARY:no uid\nEND:VEVENT\n";
+    struct cal_versions *m[2] = {tc_msg("INBOX", 1, T0, ics, NULL, NULL),
+                                 tc_msg("INBOX", 2, T0, ics, NULL, NULL)};
+    struct cal_result r;
+    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1);
+    if (r.nevents == 1) {
+        CHECK(strncmp(r.events[0].uid, "imapcalfs-", 10) == 0);
+        char line[80];
+        snprintf(line, sizeof line, "\r\nUID:%s\r\n", r.events[0].uid);
+        CHECK(tc_has(r.events[0].data, r.events[0].len, line));
+    }
+    cal_result_free(&r);
+    tc_free_all(m, 2);
+}
+
+static void test_output_parses_with_python_icalendar(void)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        return; /* optional check */
+    struct cal_versions *m[4] = {
+        tc_file("INBOX", 1, T0 + 100, "google_series.ics", NULL, NULL),
+        tc_file("INBOX", 2, T0 + 500, "google_cancel_occurrence.ics", NULL, NULL),
+        tc_file("Work", 1, T0 + 100, "outlook_request.ics", NULL, NULL),
+        tc_file("Work", 2, T0 + 100, "two_calendars.ics", NULL, NULL),
+    };
+    struct cal_result r;
+    CHECK(cal_resolve(m, 4, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    char path[] = "/tmp/test_cal_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        CHECK(write(fd, r.merged, r.merged_len) == (ssize_t)r.merged_len);
+        close(fd);
+        char cmd[512];
+        snprintf(cmd, sizeof cmd,
+                 "/usr/bin/python3 -c 'import sys, icalendar\n"
+                 "c = icalendar.Calendar.from_ical(open(sys.argv[1], \"rb\").read())\n"
+                 "ev = [e for e in c.walk(\"VEVENT\")]\n"
+                 "tz = [z for z in c.walk(\"VTIMEZONE\")]\n"
+                 "sys.exit(0 if len(ev) == 5 and len(tz) == 2 and \"METHOD\" not in c "
+                 "else 1)' %s 2>/dev/null",
+                 path);
+        int st = system(cmd);
+        CHECK(st == 0);
+        unlink(path);
+    }
+    cal_result_free(&r);
+    tc_free_all(m, 4);
+}
+
+int main(void)
+{
+    cal_global_init();
+    RUN(test_bare_vevent_is_read);
+    RUN(test_two_vcalendars_in_one_part);
+    RUN(test_folded_lines_crlf_and_no_final_newline);
+    RUN(test_duplicate_in_one_message_counts_once);
+    RUN(test_higher_sequence_wins);
+    RUN(test_dtstamp_breaks_sequence_tie);
+    RUN(test_later_message_breaks_tie);
+    RUN(test_cancel_removes_event);
+    RUN(test_cancel_loses_to_newer_request);
+    RUN(test_cancel_removes_occurrence);
+    RUN(test_reply_creates_nothing);
+    RUN(test_override_without_master_is_own_file_then_joins);
+    RUN(test_vtimezone_exactly_those_used);
+    RUN(test_merged_one_vtimezone_per_tzid);
+    RUN(test_output_deterministic_under_permutation);
+    RUN(test_no_method_in_output_and_crlf_folding);
+    RUN(test_source_url_added_once);
+    RUN(test_source_url_cannot_inject_lines);
+    RUN(test_x_lic_error_stripped);
+    RUN(test_deep_nesting_refused);
+    RUN(test_garbage_part_is_error);
+    RUN(test_components_filter);
+    RUN(test_mtime_is_newest_message_held);
+    RUN(test_invalid_utf8_and_nul_made_valid);
+    RUN(test_missing_uid_gets_stable_one);
+    RUN(test_output_parses_with_python_icalendar);
+    return UNIT_DONE();
+}
