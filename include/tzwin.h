@@ -9,6 +9,8 @@
 #ifndef IMAPCALFS_TZWIN_H
 #define IMAPCALFS_TZWIN_H
 
+#include <stddef.h>
+
 /* Builds the lookup index; optional (lookups build it on first use). */
 void tzwin_init(void);
 
@@ -22,5 +24,9 @@ void tzwin_init(void);
  * or NULL when the name is not a Windows zone.
  */
 const char *tzwin_to_iana(const char *name);
+
+/* The table's Windows zone ids, for checks: tzwin_id(i) for i < tzwin_count(). */
+size_t tzwin_count(void);
+const char *tzwin_id(size_t i);
 
 #endif

@@ -309,3 +309,13 @@ const char *tzwin_to_iana(const char *name)
         return tzwin_find(name, m - 1);
     return NULL;
 }
+
+size_t tzwin_count(void)
+{
+    return TZWIN_ROWS;
+}
+
+const char *tzwin_id(size_t i)
+{
+    return i < TZWIN_ROWS ? tzwin_rows[i].id : NULL;
+}

@@ -14,7 +14,7 @@
 #include <string.h>
 
 /* Reads tests/corpus/ical/NAME (run from the repository root). */
-static char *tc_slurp(const char *name, size_t *len)
+static inline char *tc_slurp(const char *name, size_t *len)
 {
     char path[512];
     snprintf(path, sizeof path, "tests/corpus/ical/%s", name);
@@ -40,7 +40,7 @@ static char *tc_slurp(const char *name, size_t *len)
 }
 
 /* A message of mailbox/uid/date holding one calendar part. */
-static struct cal_versions *tc_msg(const char *mbox, uint32_t uid, int64_t date, const char *ics,
+static inline struct cal_versions *tc_msg(const char *mbox, uint32_t uid, int64_t date, const char *ics,
                                    const struct cal_filter *f, struct cal_stats *st)
 {
     char url[256];
@@ -56,7 +56,7 @@ static struct cal_versions *tc_msg(const char *mbox, uint32_t uid, int64_t date,
     return v;
 }
 
-static struct cal_versions *tc_file(const char *mbox, uint32_t uid, int64_t date, const char *name,
+static inline struct cal_versions *tc_file(const char *mbox, uint32_t uid, int64_t date, const char *name,
                                     const struct cal_filter *f, struct cal_stats *st)
 {
     size_t len;
@@ -72,13 +72,13 @@ static struct cal_versions *tc_file(const char *mbox, uint32_t uid, int64_t date
     return v;
 }
 
-static void tc_free_all(struct cal_versions **m, size_t n)
+static inline void tc_free_all(struct cal_versions **m, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         cal_versions_free(m[i]);
 }
 
-static const struct cal_event_file *tc_event(const struct cal_result *r, const char *uid)
+static inline const struct cal_event_file *tc_event(const struct cal_result *r, const char *uid)
 {
     for (size_t i = 0; i < r->nevents; i++)
         if (strcmp(r->events[i].uid, uid) == 0)
@@ -87,7 +87,7 @@ static const struct cal_event_file *tc_event(const struct cal_result *r, const c
 }
 
 /* The data with folds undone, NUL-terminated; caller frees. */
-static char *tc_unfold(const char *data, size_t len)
+static inline char *tc_unfold(const char *data, size_t len)
 {
     char *out = malloc(len + 1);
     size_t k = 0;
@@ -104,7 +104,7 @@ static char *tc_unfold(const char *data, size_t len)
 }
 
 /* Occurrences of needle in the unfolded data. */
-static int tc_count(const char *data, size_t len, const char *needle)
+static inline int tc_count(const char *data, size_t len, const char *needle)
 {
     char *u = tc_unfold(data, len);
     int n = 0;
@@ -114,13 +114,13 @@ static int tc_count(const char *data, size_t len, const char *needle)
     return n;
 }
 
-static int tc_has(const char *data, size_t len, const char *needle)
+static inline int tc_has(const char *data, size_t len, const char *needle)
 {
     return tc_count(data, len, needle) > 0;
 }
 
 /* Position of needle in the unfolded data, or -1. */
-static long tc_pos(const char *data, size_t len, const char *needle)
+static inline long tc_pos(const char *data, size_t len, const char *needle)
 {
     char *u = tc_unfold(data, len);
     const char *p = strstr(u, needle);
@@ -129,7 +129,7 @@ static long tc_pos(const char *data, size_t len, const char *needle)
     return r;
 }
 
-static int tc_valid_utf8(const unsigned char *s, size_t n)
+static inline int tc_valid_utf8(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
@@ -149,7 +149,7 @@ static int tc_valid_utf8(const unsigned char *s, size_t n)
  * no physical line over 75 octets, no fold inside a UTF-8 sequence, valid
  * UTF-8. Returns 1 when all hold (and says which failed otherwise).
  */
-static int tc_format_ok(const char *data, size_t len)
+static inline int tc_format_ok(const char *data, size_t len)
 {
     static const char head[] = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:" CAL_PRODID
                                "\r\nCALSCALE:GREGORIAN\r\n";
