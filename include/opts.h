@@ -37,6 +37,9 @@ struct opts {
     char *passfile;
     char *passcmd;
     char *mailboxes; /* LIST patterns, ':'-separated; default "*" */
+    char *config;    /* config= as given, or NULL */
+    char *config_password; /* "password =" of the account's config section */
+    char *source_from_config; /* its "source =", while parsing */
 
     /* behaviour */
     char *cache_dir;
@@ -64,7 +67,9 @@ struct opts {
 };
 
 /*
- * Takes our options and SOURCE out of args (libfuse keeps the rest), then
+ * Applies the config file's section for SOURCE (the account name, or its
+ * source URL) underneath the command line's options, takes our options and
+ * SOURCE out of args (libfuse keeps the rest), then
  * lets libfuse parse the mountpoint and -f/-d/-s/-h/-V. Adds the mount's
  * identity (fsname, subtype) and read-only options to args.
  * Returns 0, or -EINVAL after writing one line to err.
@@ -87,7 +92,7 @@ void opts_print_help(const char *progname);
 /*
  * Reads the password from the first source that is set: passcmd, passfile
  * (refused when group or others may read it), $IMAPCALFS_PASSWORD (removed
- * from the environment afterwards), or the terminal. Returns a malloc'd
+ * from the environment afterwards), the config file, or the terminal. Returns a malloc'd
  * string (caller frees with opts_password_free()), or NULL after writing one
  * line to err.
  */

@@ -12,6 +12,7 @@
 #include "tzwin.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,6 +121,178 @@ static icalcomponent *cal_tz_lookup(const char *tzid)
     return c;
 }
 
+/* Observances a repaired VTIMEZONE keeps at most, and onsets per rule. */
+#define CAL_TZ_OBS_MAX 256
+#define CAL_TZ_ONSETS_MAX 400
+/* History before this is dropped from repaired zones (1970-01-01). */
+#define CAL_TZ_FROM_YEAR 1970
+
+static struct icalrecurrencetype cal_tz_rule(icalcomponent *obs, icalproperty **pp)
+{
+    struct icalrecurrencetype r;
+    icalrecurrencetype_clear(&r);
+    *pp = icalcomponent_get_first_property(obs, ICAL_RRULE_PROPERTY);
+    if (*pp)
+        r = icalproperty_get_rrule(*pp);
+    return r;
+}
+
+static int cal_tz_offset(icalcomponent *obs, icalproperty_kind k)
+{
+    icalproperty *p = icalcomponent_get_first_property(obs, k);
+    if (!p)
+        return 0;
+    return k == ICAL_TZOFFSETTO_PROPERTY ? icalproperty_get_tzoffsetto(p)
+                                         : icalproperty_get_tzoffsetfrom(p);
+}
+
+/* Same rule apart from UNTIL/COUNT? */
+static int cal_tz_same_rule(struct icalrecurrencetype a, struct icalrecurrencetype b)
+{
+    a.until = b.until = icaltime_null_time();
+    a.count = b.count = 0;
+    char *sa = icalrecurrencetype_as_string_r(&a);
+    char *sb = icalrecurrencetype_as_string_r(&b);
+    int same = sa && sb && strcmp(sa, sb) == 0;
+    free(sa);
+    free(sb);
+    return same;
+}
+
+/* Replaces a bounded RRULE by the RDATEs it produces (local times). */
+static void cal_tz_expand(icalcomponent *obs, icalproperty *rp, struct icalrecurrencetype r)
+{
+    icalproperty *dp = icalcomponent_get_first_property(obs, ICAL_DTSTART_PROPERTY);
+    if (!dp)
+        return;
+    struct icaltimetype start = icalproperty_get_dtstart(dp);
+    start.zone = NULL;
+    if (!icaltime_is_null_time(r.until) && icaltime_is_utc(r.until)) {
+        /* UNTIL is UTC; onsets are local times before the change, i.e. in
+         * TZOFFSETFROM (as libical's own icaltimezone_expand_vtimezone). */
+        icaltime_adjust(&r.until, 0, 0, 0, cal_tz_offset(obs, ICAL_TZOFFSETFROM_PROPERTY));
+        r.until.zone = NULL;
+    }
+    icalrecur_iterator *it = icalrecur_iterator_new(r, start);
+    if (!it)
+        return;
+    struct icaltimetype occ;
+    for (int n = 0; n < CAL_TZ_ONSETS_MAX; n++) {
+        occ = icalrecur_iterator_next(it);
+        if (icaltime_is_null_time(occ))
+            break;
+        if (icaltime_compare(occ, start) == 0)
+            continue;
+        struct icaldatetimeperiodtype rd = {.time = occ, .period = icalperiodtype_null_period()};
+        rd.time.zone = NULL;
+        icalcomponent_add_property(obs, icalproperty_new_rdate(rd));
+    }
+    icalrecur_iterator_free(it);
+    icalcomponent_remove_property(obs, rp);
+    icalproperty_free(rp);
+}
+
+/* A sortable number for local date-time fields. */
+static int64_t cal_tz_stamp(struct icaltimetype t)
+{
+    return ((((int64_t)t.year * 13 + t.month) * 32 + t.day) * 24 + t.hour) * 3600 +
+           t.minute * 60 + t.second;
+}
+
+/* The last onset of an observance (INT64_MAX when its rule is open-ended). */
+static int64_t cal_tz_last_onset(icalcomponent *obs)
+{
+    icalproperty *rp;
+    struct icalrecurrencetype r = cal_tz_rule(obs, &rp);
+    if (rp && icaltime_is_null_time(r.until) && r.count == 0)
+        return INT64_MAX;
+    int64_t last = INT64_MIN;
+    icalproperty *dp = icalcomponent_get_first_property(obs, ICAL_DTSTART_PROPERTY);
+    if (dp)
+        last = cal_tz_stamp(icalproperty_get_dtstart(dp));
+    for (icalproperty *p = icalcomponent_get_first_property(obs, ICAL_RDATE_PROPERTY); p;
+         p = icalcomponent_get_next_property(obs, ICAL_RDATE_PROPERTY)) {
+        struct icaldatetimeperiodtype rd = icalproperty_get_rdate(p);
+        int64_t t = cal_tz_stamp(icaltime_is_null_time(rd.time) ? rd.period.start : rd.time);
+        if (t > last)
+            last = t;
+    }
+    return last;
+}
+
+/*
+ * Puts a builtin VTIMEZONE in the form every reader handles. libical writes
+ * the full TZif history with RRULEs bounded by UTC UNTIL values (right by
+ * RFC 5545 §3.6.5), which python-icalendar 4 with dateutil (khal, Debian
+ * 12) rejects; and it splits today's rule at 2037 (the TZif v1 horizon).
+ * So: the 2037 split is merged back into one open rule, other bounded
+ * rules become RDATE lists, and observances over before 1970 are dropped,
+ * except the one in force then. Lock held.
+ */
+static void cal_tz_simplify(icalcomponent *vtz)
+{
+    icalcomponent *obs[CAL_TZ_OBS_MAX];
+    size_t n = 0;
+    for (icalcomponent *c = icalcomponent_get_first_component(vtz, ICAL_ANY_COMPONENT);
+         c && n < CAL_TZ_OBS_MAX; c = icalcomponent_get_next_component(vtz, ICAL_ANY_COMPONENT))
+        obs[n++] = c;
+    for (size_t i = 0; i < n; i++) {
+        icalproperty *ap, *bp;
+        struct icalrecurrencetype a = cal_tz_rule(obs[i], &ap);
+        if (!ap || icaltime_is_null_time(a.until))
+            continue;
+        for (size_t j = 0; j < n; j++) {
+            struct icalrecurrencetype b = obs[j] ? cal_tz_rule(obs[j], &bp) : a;
+            if (!obs[j] || j == i || !bp || !icaltime_is_null_time(b.until) || b.count ||
+                icalcomponent_isa(obs[i]) != icalcomponent_isa(obs[j]) ||
+                cal_tz_offset(obs[i], ICAL_TZOFFSETTO_PROPERTY) !=
+                    cal_tz_offset(obs[j], ICAL_TZOFFSETTO_PROPERTY) ||
+                cal_tz_offset(obs[i], ICAL_TZOFFSETFROM_PROPERTY) !=
+                    cal_tz_offset(obs[j], ICAL_TZOFFSETFROM_PROPERTY) ||
+                !cal_tz_same_rule(a, b))
+                continue;
+            icalproperty *dp = icalcomponent_get_first_property(obs[j], ICAL_DTSTART_PROPERTY);
+            int y = dp ? icalproperty_get_dtstart(dp).year : 0;
+            if (y < a.until.year || y > a.until.year + 2)
+                continue;
+            a.until = icaltime_null_time();
+            icalproperty_set_rrule(ap, a);
+            icalcomponent_remove_component(vtz, obs[j]);
+            icalcomponent_free(obs[j]);
+            obs[j] = NULL;
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        icalproperty *rp;
+        if (!obs[i])
+            continue;
+        struct icalrecurrencetype r = cal_tz_rule(obs[i], &rp);
+        if (rp && (!icaltime_is_null_time(r.until) || r.count))
+            cal_tz_expand(obs[i], rp, r);
+    }
+    /* The observance with the last onset before 1970 is the one in force
+     * then; older ones can go. */
+    struct icaltimetype from = icaltime_null_time();
+    from.year = CAL_TZ_FROM_YEAR;
+    from.month = from.day = 1;
+    int64_t cut = cal_tz_stamp(from), base_onset = INT64_MIN;
+    size_t base = n;
+    for (size_t i = 0; i < n; i++) {
+        int64_t t = obs[i] ? cal_tz_last_onset(obs[i]) : INT64_MIN;
+        if (obs[i] && t < cut && t > base_onset) {
+            base = i;
+            base_onset = t;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (obs[i] && i != base && cal_tz_last_onset(obs[i]) < cut) {
+            icalcomponent_remove_component(vtz, obs[i]);
+            icalcomponent_free(obs[i]);
+        }
+    }
+}
+
 /* The cache entry for a TZID, created on first use; NULL on ENOMEM. */
 static const struct cal_tzfix *cal_tz_get(const char *tzid)
 {
@@ -149,6 +322,7 @@ static const struct cal_tzfix *cal_tz_get(const char *tzid)
     if (proto) {
         /* libical names builtin zones "/freeassociation.sourceforge.net/X";
          * the event says tzid, so the VTIMEZONE must say it too. */
+        cal_tz_simplify(proto);
         icalproperty *p = icalcomponent_get_first_property(proto, ICAL_TZID_PROPERTY);
         if (p)
             icalproperty_set_tzid(p, tzid);

@@ -173,6 +173,11 @@ char *opts_password(const struct opts *o, char *err, size_t errlen)
             snprintf(err, errlen, "out of memory");
         return pw;
     }
+    if (o->config_password) {
+        if ((pw = strdup(o->config_password)) == NULL)
+            snprintf(err, errlen, "out of memory");
+        return pw;
+    }
     return from_terminal(o, err, errlen);
 }
 

@@ -1,6 +1,7 @@
 /* opts.c — SOURCE, -o options and their validation. */
 #define FUSE_USE_VERSION 314
 #include "opts.h"
+#include "config.h"
 
 #include <errno.h>
 #include <fuse.h>
@@ -42,6 +43,7 @@ static const struct fuse_opt opts_spec[] = {
     OPT("auth=%s", auth, 0),
     OPT("timeout=%u", timeout, 0),
     OPT("connections=%u", connections, 0),
+    OPT("config=%s", config, 0),
     FUSE_OPT_KEY("match=", KEY_MATCH),
     FUSE_OPT_KEY("privacy=", KEY_PRIVACY),
     FUSE_OPT_KEY("password=", KEY_PASSWORD),
@@ -338,6 +340,91 @@ void opts_defaults(struct opts *o)
     o->connections = 2;
 }
 
+/* What the first look at the command line finds. */
+struct prescan {
+    char *source;
+    char *config;
+};
+
+static const struct fuse_opt prescan_spec[] = {
+    {"config=%s", offsetof(struct prescan, config), 0},
+    FUSE_OPT_END,
+};
+
+static int prescan_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+    struct prescan *p = data;
+
+    (void)outargs;
+    if (key == FUSE_OPT_KEY_NONOPT && p->source == NULL)
+        p->source = strdup(arg);
+    return 1;
+}
+
+/* fuse_opt_insert_arg() only works on a vector libfuse allocated. */
+static int own_args(struct fuse_args *args)
+{
+    struct fuse_args copy = FUSE_ARGS_INIT(0, NULL);
+
+    if (args->allocated)
+        return 0;
+    for (int i = 0; i < args->argc; i++)
+        if (fuse_opt_add_arg(&copy, args->argv[i]) != 0) {
+            fuse_opt_free_args(&copy);
+            return -ENOMEM;
+        }
+    *args = copy;
+    return 0;
+}
+
+/*
+ * The config file's account for SOURCE goes in front of the command line's
+ * own -o options, so that the command line wins. A missing default file, or
+ * one without that account, is fine; an explicit config= must match.
+ */
+static int apply_config(struct fuse_args *args, struct opts *o, char *err, size_t errlen)
+{
+    struct fuse_args copy = FUSE_ARGS_INIT(args->argc, args->argv);
+    struct prescan p = {0};
+    struct config_account acc;
+    char *path, *opt = NULL;
+    int rc;
+
+    if (fuse_opt_parse(&copy, &p, prescan_spec, prescan_proc) != 0) {
+        fuse_opt_free_args(&copy);
+        return 0; /* the real parse reports it */
+    }
+    fuse_opt_free_args(&copy);
+    path = p.config ? strdup(p.config) : config_default_path();
+    if (p.source == NULL || path == NULL) {
+        rc = 0;
+        goto out;
+    }
+    rc = config_load(path, p.source, &acc, err, errlen);
+    if (rc == -ENOENT && p.config == NULL) {
+        rc = 0; /* no default file, or no such account in it */
+        goto out;
+    }
+    if (rc != 0)
+        goto out;
+    if (acc.options[0] && (asprintf(&opt, "-o%s", acc.options) < 0 || own_args(args) != 0 ||
+                           fuse_opt_insert_arg(args, 1, opt) != 0))
+        rc = -ENOMEM;
+    if (rc == 0 && acc.source) {
+        o->source_from_config = acc.source;
+        acc.source = NULL;
+    }
+    o->config_password = acc.password;
+    acc.password = NULL;
+    free(opt);
+    config_account_free(&acc);
+out:
+    free(path);
+    free(p.source);
+    free(p.config);
+    return rc == -ENOENT ? -EINVAL : rc;
+}
+
 int opts_parse(struct fuse_args *args, struct opts *o, char *err, size_t errlen)
 {
     struct parse_ctx ctx = {.err = err, .errlen = errlen};
@@ -346,6 +433,8 @@ int opts_parse(struct fuse_args *args, struct opts *o, char *err, size_t errlen)
 
     opts_defaults(o);
     err[0] = '\0';
+    if ((rc = apply_config(args, o, err, errlen)) != 0)
+        return rc;
     parse_errors = &ctx;
     rc = fuse_opt_parse(args, o, opts_spec, opts_proc);
     parse_errors = NULL;
@@ -367,6 +456,12 @@ int opts_parse(struct fuse_args *args, struct opts *o, char *err, size_t errlen)
     o->show_version = cmd.show_version;
     if (o->show_help || o->show_version)
         return 0;
+    /* SOURCE named a config account: its source= is the real one. */
+    if (o->source_from_config) {
+        free(o->source);
+        o->source = o->source_from_config;
+        o->source_from_config = NULL;
+    }
     if ((rc = opts_validate(o, err, errlen)) != 0)
         return rc;
     if (o->mountpoint == NULL) {
@@ -415,11 +510,14 @@ void opts_free(struct opts *o)
     char **strings[] = {&o->source,    &o->host,     &o->user,       &o->maildir, &o->tls,
                         &o->auth,      &o->cafile,   &o->capath,     &o->passfile, &o->passcmd,
                         &o->mailboxes, &o->cache_dir, &o->search,    &o->components,
-                        &o->after,     &o->before,   &o->account,    &o->mountpoint};
+                        &o->after,     &o->before,   &o->account,    &o->mountpoint,
+                        &o->config,    &o->source_from_config};
 
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;
     }
     cal_filter_free(&o->filter);
+    opts_password_free(o->config_password);
+    o->config_password = NULL;
 }
