@@ -79,7 +79,9 @@ struct cal_version {
     size_t ntz;
     char **tzids;        /* TZIDs it references, sorted, unique */
     int *tzdef;          /* index into the message's vtz pool, or -1 */
-    int match_done;      /* match_mask valid for match_n filters */
+    /* privacy=busy hides what match= looks at, so the result is kept from
+     * the sender's text, for the filter array it was computed with. */
+    const struct cal_match *match_id;
     size_t match_n;
     uint64_t match_mask;
     int win_done;

@@ -58,6 +58,7 @@ struct mbox {
     struct mbox_snap *snap;    /* NULL until the first successful sync */
     struct timespec synced_at; /* CLOCK_MONOTONIC of the last sync attempt */
     int attempted;
+    unsigned failures; /* failed syncs in a row: spaces out the retries */
     time_t last_sync;  /* wall clock of the last successful sync */
     char last_error[256];
 };

@@ -414,8 +414,8 @@ static int cal_add_component(struct cal_scan *sc, struct cal_zctx *zc, struct ca
         if (!pre)
             goto out;
         x.match_mask = cal_match_mask(pre, len, f);
+        x.match_id = f->match;
         x.match_n = f->nmatch;
-        x.match_done = 1;
         free(pre);
     }
     if (f->privacy_busy)
@@ -423,11 +423,6 @@ static int cal_add_component(struct cal_scan *sc, struct cal_zctx *zc, struct ca
     x.text = cal_render_component(c, v->source_url, &x.len);
     if (!x.text)
         goto out;
-    if (f->nmatch && !x.match_done) {
-        x.match_mask = cal_match_mask(x.text, x.len, f);
-        x.match_n = f->nmatch;
-        x.match_done = 1;
-    }
 
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 4;

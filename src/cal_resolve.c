@@ -182,7 +182,8 @@ static int cal_kept_by_match(const struct cal_ev *e, const struct cal_filter *f)
         int ok = 0;
         for (size_t k = 0; k < e->ncomps && !ok; k++) {
             const struct cal_version *v = e->comps[k].v;
-            if (v->match_done && v->match_n == f->nmatch && i < CAL_MATCH_MAX)
+            if (v->match_id && v->match_id == f->match && v->match_n == f->nmatch &&
+                i < CAL_MATCH_MAX)
                 ok = (v->match_mask >> i) & 1;
             else
                 ok = cal_text_match(v->text, v->len, f->match[i].property, &f->match[i].re);

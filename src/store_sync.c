@@ -293,8 +293,8 @@ static struct msgver *old_msgver(const struct mbox_snap *old, uint32_t uid)
  * snapshot, new ones get fresh versions from their fetched parts.
  */
 static int collect_versions(struct store *s, struct mbox *m, const struct mbox_snap *old,
-                            const struct src_listing *l, struct mbox_snap *snap, char *err,
-                            size_t errlen)
+                            const struct src_listing *l, struct mbox_snap *snap, int offline,
+                            char *err, size_t errlen)
 {
     struct fetch_ctx fc = {.s = s, .m = m, .uidvalidity = l->uidvalidity};
     size_t nparts = 0, k = 0, nreqs = 0;
@@ -346,7 +346,8 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
     }
     fc.n = k;
     rc = parts_from_cache(&fc, &nreqs);
-    if (rc == 0 && nreqs)
+    /* Offline, what the cache lacks is simply not shown yet. */
+    if (rc == 0 && nreqs && !offline)
         rc = fetch_missing(&fc, nreqs, err, errlen);
 out:
     free(fc.meta);
@@ -499,8 +500,12 @@ static int listing_same(const struct src_listing *a, const struct src_listing *b
     return 1;
 }
 
-/* One sync: list, fetch what is new, render, publish. */
-static int mbox_sync(struct store *s, struct mbox *m, char *err, size_t errlen)
+/*
+ * One sync: list, fetch what is new, render, publish. offline: the source
+ * is unreachable and nothing is in memory yet, so the snapshot is made from
+ * the disk cache alone (listing and parts), to be served as stale.
+ */
+static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, size_t errlen)
 {
     struct src_listing l = {0}, cached = {0};
     const struct src_listing *known = NULL;
@@ -516,7 +521,15 @@ static int mbox_sync(struct store *s, struct mbox *m, char *err, size_t errlen)
         known = &cached;
     else if (old)
         known = &old->listing;
-    if ((rc = source_list_messages(s->src, m->raw, known, &l, err, errlen)) != 0)
+    if (offline) {
+        if (known != &cached) {
+            rc = -ENOENT;
+            goto out;
+        }
+        l = cached;
+        memset(&cached, 0, sizeof cached);
+        known = &l;
+    } else if ((rc = source_list_messages(s->src, m->raw, known, &l, err, errlen)) != 0)
         goto out;
     if (s->cache && known && known->uidvalidity != l.uidvalidity)
         cache_drop_other_uidvalidity(s->cache, m->raw, l.uidvalidity);
@@ -531,7 +544,7 @@ static int mbox_sync(struct store *s, struct mbox *m, char *err, size_t errlen)
     snap->messages = (unsigned)l.count;
     for (size_t i = 0; i < l.count; i++)
         newest = l.msgs[i].internaldate > newest ? l.msgs[i].internaldate : newest;
-    if ((rc = collect_versions(s, m, old, &l, snap, err, errlen)) != 0 ||
+    if ((rc = collect_versions(s, m, old, &l, snap, offline, err, errlen)) != 0 ||
         (rc = render(s, m, old, snap, &changed)) != 0)
         goto out;
     for (size_t i = 0; i < snap->nmsgs; i++) {
@@ -554,8 +567,11 @@ static int mbox_sync(struct store *s, struct mbox *m, char *err, size_t errlen)
     pthread_mutex_lock(&m->lock);
     mbox_snap_unref(m->snap);
     m->snap = snap;
-    m->last_sync = wall_now();
-    m->last_error[0] = '\0';
+    if (!offline) {
+        m->last_sync = wall_now();
+        m->last_error[0] = '\0';
+        m->failures = 0;
+    }
     pthread_mutex_unlock(&m->lock);
     snap = NULL;
     if (changed && old)
@@ -570,9 +586,39 @@ out:
 }
 
 /*
+ * After n failed syncs in a row, wait this long before asking again
+ * (1, 2, 4 ... 64 s), so a dead server is not hammered on every access.
+ */
+static double retry_after(unsigned failures)
+{
+    return failures == 0 ? 0 : (double)(1u << (failures > 7 ? 6 : failures - 1));
+}
+
+static double seconds_since(const struct timespec *t)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Under m->lock: may the current snapshot be served without a sync? */
+static int mbox_fresh(const struct store *s, const struct mbox *m)
+{
+    if (m->snap == NULL)
+        return 0;
+    if (m->failures)
+        return seconds_since(&m->synced_at) < retry_after(m->failures);
+    return store_is_fresh(s, &m->synced_at, m->attempted);
+}
+
+/*
  * The mailbox's current snapshot, synced first when it is older than ttl
- * (or when force). When the sync fails the old snapshot is served (stale)
- * and the error kept for .status; with no snapshot at all, -EIO.
+ * (or when force). While another thread syncs, a reader that has a
+ * snapshot gets it at once rather than waiting for the network. When the
+ * sync fails the old snapshot is served (stale) and the error kept for
+ * .status; with nothing in memory the disk cache is served; with nothing at
+ * all, -EIO.
  */
 struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp)
 {
@@ -581,17 +627,23 @@ struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp
     int rc;
 
     pthread_mutex_lock(&m->lock);
-    if (!force && m->snap && store_is_fresh(s, &m->synced_at, m->attempted)) {
+    if (!force && mbox_fresh(s, m)) {
         snap = snap_ref(m->snap);
         pthread_mutex_unlock(&m->lock);
         return snap;
     }
-    pthread_mutex_unlock(&m->lock);
-
-    pthread_mutex_lock(&m->sync_lock);
-    pthread_mutex_lock(&m->lock);
+    if (!force && m->snap && pthread_mutex_trylock(&m->sync_lock) != 0) {
+        snap = snap_ref(m->snap); /* a sync is under way: serve what we have */
+        pthread_mutex_unlock(&m->lock);
+        return snap;
+    }
+    if (force || m->snap == NULL) {
+        pthread_mutex_unlock(&m->lock);
+        pthread_mutex_lock(&m->sync_lock);
+        pthread_mutex_lock(&m->lock);
+    }
     /* Another reader may have synced while we waited for the sync lock. */
-    if (m->snap && store_is_fresh(s, &m->synced_at, m->attempted) && !force) {
+    if (!force && mbox_fresh(s, m)) {
         snap = snap_ref(m->snap);
         pthread_mutex_unlock(&m->lock);
         pthread_mutex_unlock(&m->sync_lock);
@@ -599,11 +651,21 @@ struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp
     }
     pthread_mutex_unlock(&m->lock);
     err[0] = '\0';
-    rc = mbox_sync(s, m, err, sizeof err);
+    rc = mbox_sync(s, m, 0, err, sizeof err);
+    if (rc != 0 && rc != -ENOMEM && s->cache) {
+        pthread_mutex_lock(&m->lock);
+        int have = m->snap != NULL;
+        pthread_mutex_unlock(&m->lock);
+        char ignored[256];
+
+        if (!have && mbox_sync(s, m, 1, ignored, sizeof ignored) == 0)
+            log_info("%s: serving the disk cache while the server is unreachable", m->display);
+    }
     pthread_mutex_lock(&m->lock);
     clock_gettime(CLOCK_MONOTONIC, &m->synced_at);
     m->attempted = 1;
     if (rc != 0) {
+        m->failures++;
         snprintf(m->last_error, sizeof m->last_error, "%s", err[0] ? err : strerror(-rc));
         log_warn("%s: sync failed: %s%s", m->display, m->last_error,
                  m->snap ? " (serving the cached copy)" : "");

@@ -134,6 +134,23 @@ class Dovecot:
 
     # ----- configuration and lifecycle -----
 
+    _STATE_KEYS = ("root", "cert", "key", "ca_file", "tls", "rawlog", "instance", "passwords",
+                   "imap_port", "imaps_port", "pid", "_passwd_mtime")
+
+    def to_state(self):
+        """What another process needs to use or stop this instance (JSON-able)."""
+        return {k: getattr(self, k) for k in self._STATE_KEYS}
+
+    @classmethod
+    def from_state(cls, state):
+        """Rebuilds a Dovecot object for an instance started elsewhere (the
+        demo's `stop` runs in a later process than its `start`)."""
+        d = cls(state["root"], state["cert"], state["key"], state["ca_file"],
+                users=list(state["passwords"]), tls=state["tls"], rawlog=state["rawlog"])
+        for k in cls._STATE_KEYS:
+            setattr(d, k, state[k])
+        return d
+
     @property
     def password(self):
         """The password of the first user (alice by default)."""
