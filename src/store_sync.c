@@ -701,6 +701,49 @@ static uint64_t mix(uint64_t h, uint64_t v)
     return h;
 }
 
+struct sync_all {
+    struct store *s;
+    struct tree *t;
+    struct mbox_snap **snaps;
+    int *errs;
+    int force;
+    atomic_size_t next;
+};
+
+static void *sync_worker(void *arg)
+{
+    struct sync_all *a = arg;
+    size_t i;
+
+    while ((i = atomic_fetch_add(&a->next, 1)) < a->t->nmboxes)
+        a->snaps[i] = mbox_get(a->s, a->t->mboxes[i], a->force, &a->errs[i]);
+    return NULL;
+}
+
+/*
+ * Snapshots of every mailbox of t, syncing those that need it on up to
+ * `connections` threads at once (each sync holds one IMAP session).
+ */
+static void sync_all(struct store *s, struct tree *t, int force, struct mbox_snap **snaps,
+                     int *errs)
+{
+    struct sync_all a = {.s = s, .t = t, .snaps = snaps, .errs = errs, .force = force};
+    size_t nthreads = s->o->connections, started = 0;
+    pthread_t threads[16];
+
+    atomic_init(&a.next, 0);
+    if (nthreads > t->nmboxes)
+        nthreads = t->nmboxes;
+    if (nthreads > 16)
+        nthreads = 16;
+    for (; started + 1 < nthreads; started++)
+        if (pthread_create(&threads[started], NULL, sync_worker, &a) != 0)
+            break;
+    sync_worker(&a);
+    for (size_t i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+}
+
 /*
  * Every selected mailbox merged into one calendar. Built again only when
  * some mailbox's content changed since the last build.
@@ -709,20 +752,23 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
                       int64_t *mtime)
 {
     struct mbox_snap **snaps = calloc(t->nmboxes ? t->nmboxes : 1, sizeof *snaps);
+    int *errs = calloc(t->nmboxes ? t->nmboxes : 1, sizeof *errs);
     struct cal_versions **vs = NULL;
     struct cal_result res = {0};
     size_t nvs = 0;
     uint64_t key = t->nmboxes;
     int rc = 0;
 
-    if (snaps == NULL)
+    if (snaps == NULL || errs == NULL) {
+        free(snaps);
+        free(errs);
         return -ENOMEM;
+    }
     pthread_mutex_lock(&s->root_sync_lock);
+    sync_all(s, t, force, snaps, errs);
     for (size_t i = 0; i < t->nmboxes; i++) {
-        int err = 0;
-
-        if ((snaps[i] = mbox_get(s, t->mboxes[i], force, &err)) == NULL) {
-            rc = err == -ENOENT ? -EIO : err;
+        if (snaps[i] == NULL) {
+            rc = errs[i] == -ENOENT || errs[i] == 0 ? -EIO : errs[i];
             goto out;
         }
         key = mix(mix(key, store_ino(t->mboxes[i]->path)), snaps[i]->generation);
@@ -773,5 +819,6 @@ out:
     for (size_t i = 0; i < t->nmboxes; i++)
         mbox_snap_unref(snaps[i]);
     free(snaps);
+    free(errs);
     return rc;
 }
