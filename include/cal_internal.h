@@ -115,7 +115,8 @@ struct cal_zctx {
     icalcomponent *container; /* holds the sender's VTIMEZONEs */
     struct cal_zown {
         char *tzid;
-        icaltimezone *zone; /* repaired; owned */
+        icaltimezone *zone; /* NULL: floating */
+        int owned;          /* a repaired zone, freed with the context */
     } *own;
     size_t nown;
 };

@@ -35,6 +35,7 @@ struct imap_src {
     pthread_cond_t cond;
     struct imap_conn *conns;
     size_t nconns;
+    struct imap_watch *watches; /* IDLE threads (under lock) */
 };
 
 /*
@@ -52,6 +53,14 @@ int imap_conn_examine(struct imap_src *src, struct imap_conn *c, const char *mai
 int imap_command_failed(struct imap_src *src, struct imap_conn *c, int r, const char *what,
                         char *err, size_t errlen);
 int imap_sasl_plain_available(void);
+/* Closes a session without LOGOUT (dead, or not worth waiting for). */
+void imap_conn_drop(struct imap_conn *c);
+
+/* imap_idle.c: IDLE watchers (-o idle). */
+struct imap_watch;
+typedef void (*src_change_fn)(void *ctx);
+int imap_watch(struct source *s, const char *mailbox, src_change_fn fn, void *ctx);
+void imap_unwatch_all(struct imap_src *src);
 
 /* Driver operations of imap_fetch.c. */
 int imap_list_mailboxes(struct source *s, struct src_mailbox **out, size_t *n, char *err,

@@ -62,6 +62,8 @@ struct source_driver {
     int (*fetch_parts)(struct source *s, const char *mailbox, uint32_t uidvalidity,
                        const struct src_part_req *reqs, size_t n, src_part_fn fn, void *ctx,
                        char *err, size_t errlen);
+    /* Optional (NULL: no push): calls fn whenever mailbox may have changed. */
+    int (*watch)(struct source *s, const char *mailbox, void (*fn)(void *ctx), void *ctx);
     void (*free)(struct source *s);
 };
 
@@ -114,6 +116,13 @@ void source_listing_free(struct src_listing *l);
 int source_fetch_parts(struct source *s, const char *mailbox, uint32_t uidvalidity,
                        const struct src_part_req *reqs, size_t n, src_part_fn fn, void *ctx,
                        char *err, size_t errlen);
+
+/*
+ * Asks to be told (fn(ctx), from another thread) whenever mailbox may have
+ * changed, for as long as the source lives (IMAP: IDLE on a session of its
+ * own). -ENOTSUP when the source cannot push.
+ */
+int source_watch(struct source *s, const char *mailbox, void (*fn)(void *ctx), void *ctx);
 
 void source_free(struct source *s);
 

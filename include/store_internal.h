@@ -61,6 +61,8 @@ struct mbox {
     unsigned failures; /* failed syncs in a row: spaces out the retries */
     time_t last_sync;  /* wall clock of the last successful sync */
     char last_error[256];
+    struct store *store; /* for push notifications */
+    int watched;         /* an IDLE watcher runs for it */
 };
 
 struct dirnode {
@@ -103,7 +105,11 @@ struct store {
 
     atomic_uint_fast64_t next_generation;
     int64_t mounted_at; /* mtime of what has no mail behind it yet */
+    atomic_int nwatched; /* IDLE watchers started (-o idle), at most STORE_MAX_WATCHES */
 };
+
+/* Sessions kept idling for push updates at most (each is a connection). */
+#define STORE_MAX_WATCHES 8
 
 /* store.c */
 struct tree *store_tree_get(struct store *s, int force, int *err);

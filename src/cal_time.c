@@ -28,7 +28,7 @@ void cal_zctx_free(struct cal_zctx *z)
 {
     for (size_t i = 0; i < z->nown; i++) {
         free(z->own[i].tzid);
-        if (z->own[i].zone)
+        if (z->own[i].owned && z->own[i].zone)
             icaltimezone_free(z->own[i].zone, 1);
     }
     free(z->own);
@@ -36,15 +36,38 @@ void cal_zctx_free(struct cal_zctx *z)
     z->nown = 0;
 }
 
+/* Most observances (STANDARD/DAYLIGHT) a sender's zone may have. */
+#define CAL_ZONE_OBS_MAX 1000
+
+/*
+ * Whether a sender's VTIMEZONE is safe for libical to expand: it walks each
+ * observance's RRULE with the same iterator that spins for seconds on a
+ * never-matching HOURLY or DAILY rule, bounded only by the year (no UNTIL
+ * there). Real zones recur yearly (RFC 5545 §3.6.5 examples; Exchange,
+ * Google, Apple, libical itself).
+ */
+static int cal_zone_sane(icaltimezone *tz)
+{
+    icalcomponent *vtz = icaltimezone_get_component(tz);
+    size_t n = 0;
+    if (!vtz)
+        return 0;
+    for (icalcomponent *c = icalcomponent_get_first_component(vtz, ICAL_ANY_COMPONENT); c;
+         c = icalcomponent_get_next_component(vtz, ICAL_ANY_COMPONENT)) {
+        if (++n > CAL_ZONE_OBS_MAX)
+            return 0;
+        for (icalproperty *p = icalcomponent_get_first_property(c, ICAL_RRULE_PROPERTY); p;
+             p = icalcomponent_get_next_property(c, ICAL_RRULE_PROPERTY))
+            if (icalproperty_get_rrule(p).freq != ICAL_YEARLY_RECURRENCE)
+                return 0;
+    }
+    return 1;
+}
+
 icaltimezone *cal_zone_find(struct cal_zctx *z, const char *tzid)
 {
     if (!tzid)
         return NULL;
-    if (z->container) {
-        icaltimezone *tz = icalcomponent_get_timezone(z->container, tzid);
-        if (tz)
-            return tz;
-    }
     for (size_t i = 0; i < z->nown; i++)
         if (strcmp(z->own[i].tzid, tzid) == 0)
             return z->own[i].zone;
@@ -55,8 +78,15 @@ icaltimezone *cal_zone_find(struct cal_zctx *z, const char *tzid)
     char *name = strdup(tzid);
     if (!name)
         return NULL;
+    icaltimezone *tz = z->container ? icalcomponent_get_timezone(z->container, tzid) : NULL;
+    int owned = 0;
+    if (!tz || !cal_zone_sane(tz)) {
+        tz = cal_tz_repair_zone(tzid); /* NULL (floating) is remembered too */
+        owned = 1;
+    }
     own[z->nown].tzid = name;
-    own[z->nown].zone = cal_tz_repair_zone(tzid); /* NULL is remembered too */
+    own[z->nown].zone = tz;
+    own[z->nown].owned = owned;
     return own[z->nown++].zone;
 }
 
@@ -232,16 +262,37 @@ static int cal_occurrence(struct cal_expand *x, struct icaltimetype local, int64
     return cal_win_add(x->w, key);
 }
 
-/* Walks one RRULE from DTSTART (local fields), bounded (notes: hostile rules). */
+/*
+ * How far past its starting point one rule is walked. libical's iterator
+ * spins without bound inside one call on rules that never match (FREQ=
+ * HOURLY;BYMONTH=2;BYMONTHDAY=30 took 10 s to reach its year-2582 stop), and
+ * only UNTIL stops that inner loop; so every walk gets an UNTIL.
+ */
+static int64_t cal_freq_horizon(icalrecurrencetype_frequency freq)
+{
+    switch (freq) {
+    case ICAL_HOURLY_RECURRENCE:
+        return 366 * (int64_t)DAY;
+    case ICAL_DAILY_RECURRENCE:
+        return 20 * 366 * (int64_t)DAY;
+    case ICAL_WEEKLY_RECURRENCE:
+        return 100 * 366 * (int64_t)DAY;
+    default:
+        return 400 * 366 * (int64_t)DAY;
+    }
+}
+
+/* Walks one RRULE from DTSTART (local fields), bounded in time and count. */
 static int cal_expand_rule(struct cal_expand *x, struct icalrecurrencetype rule,
                            struct icaltimetype dt)
 {
-    const struct cal_win *w = x->w;
-    /* A SECONDLY/MINUTELY rule that never matches would spin libical for
-     * years of seconds; no real invitation uses them, so keep such events. */
+    struct cal_win *w = x->w;
+    /* No real invitation repeats by the second or minute. */
     if (rule.freq == ICAL_SECONDLY_RECURRENCE || rule.freq == ICAL_MINUTELY_RECURRENCE ||
-        rule.freq == ICAL_NO_RECURRENCE)
-        return x->w->total = CAL_WIN_MANY, 1;
+        rule.freq == ICAL_NO_RECURRENCE) {
+        w->total = CAL_WIN_MANY;
+        return 1;
+    }
     if (!icaltime_is_null_time(rule.until) && icaltime_is_utc(rule.until)) {
         if (x->zone && !rule.until.is_date) {
             int dst = 0;
@@ -251,35 +302,51 @@ static int cal_expand_rule(struct cal_expand *x, struct icalrecurrencetype rule,
         }
         rule.until.zone = NULL;
     }
-    icalrecur_iterator *it = icalrecur_iterator_new(rule, dt);
-    if (!it)
-        return 0;
     /* Jump close to the window instead of walking from a DTSTART years ago
      * (libical cannot do that for COUNT rules). Two days of slack cover any
      * UTC offset. */
-    if (rule.count == 0 && w->has_after) {
-        int64_t from = w->after - x->dur - 2 * DAY;
-        if (from > cal_fields_secs(dt)) {
-            struct icaltimetype st = cal_secs_fields(from, dt.is_date);
-            icalrecur_iterator_set_start(it, st);
-        }
+    int64_t from = cal_fields_secs(dt);
+    int jump = 0;
+    if (rule.count == 0 && w->has_after && w->after - x->dur - 2 * DAY > from) {
+        from = w->after - x->dur - 2 * DAY;
+        jump = 1;
     }
-    int stop = 0, n;
+    int64_t horizon = from + cal_freq_horizon(rule.freq);
+    int by_cap = 1;
+    if (w->has_before && w->before + 2 * DAY < horizon) {
+        horizon = w->before + 2 * DAY;
+        by_cap = 0;
+    }
+    int capped = 0;
+    if (icaltime_is_null_time(rule.until) || cal_fields_secs(rule.until) > horizon) {
+        rule.until = cal_secs_fields(horizon, dt.is_date);
+        capped = by_cap;
+    }
+    icalrecur_iterator *it = icalrecur_iterator_new(rule, dt);
+    if (!it)
+        return 0;
+    if (jump)
+        icalrecur_iterator_set_start(it, cal_secs_fields(from, dt.is_date));
+    int stop = 0, n, ended = 0;
     for (n = 0; n < CAL_RECUR_MAX && !stop; n++) {
         struct icaltimetype occ = icalrecur_iterator_next(it);
-        if (icaltime_is_null_time(occ))
+        if (icaltime_is_null_time(occ)) {
+            ended = 1;
             break;
+        }
         occ.zone = NULL;
         if (icaltime_compare(occ, dt) == 0)
             continue; /* DTSTART is counted on its own */
-        if (w->has_before && cal_local_utc(x->zone, occ) >= w->before + 2 * DAY)
-            break;
         stop = cal_occurrence(x, occ, x->dur);
     }
-    if (n == CAL_RECUR_MAX)
-        x->w->total = CAL_WIN_MANY;
     icalrecur_iterator_free(it);
-    return stop || n == CAL_RECUR_MAX;
+    /* Stopped by our own horizon or count rather than by the rule: more
+     * instances may follow, so the event is certainly kept. */
+    if (n == CAL_RECUR_MAX || (ended && capped && !(rule.count && n + 1 >= rule.count))) {
+        w->total = CAL_WIN_MANY;
+        return 1;
+    }
+    return stop;
 }
 
 int cal_window_compute(struct cal_zctx *z, icalcomponent *comp, const struct cal_filter *f,

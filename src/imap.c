@@ -97,6 +97,11 @@ static void session_drop(struct imap_conn *c)
     c->selected = NULL;
 }
 
+void imap_conn_drop(struct imap_conn *c)
+{
+    session_drop(c);
+}
+
 /* LOGOUT, then free: the polite end of a healthy session. */
 static void session_close(struct imap_conn *c)
 {
@@ -413,6 +418,7 @@ static void imap_free(struct source *s)
 {
     struct imap_src *src = imap_of(s);
 
+    imap_unwatch_all(src);
     for (size_t i = 0; src->conns && i < src->nconns; i++)
         session_close(&src->conns[i]);
     free(src->conns);
@@ -439,6 +445,7 @@ static const struct source_driver imap_driver = {
     .list_mailboxes = imap_list_mailboxes,
     .list_messages = imap_list_messages,
     .fetch_parts = imap_fetch_parts,
+    .watch = imap_watch,
     .free = imap_free,
 };
 

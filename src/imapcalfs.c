@@ -196,10 +196,11 @@ out:
         fuse_unmount(fuse);
     if (fuse)
         fuse_destroy(fuse);
+    /* The source first: its IDLE threads call into the store and fsops. */
+    source_free(src);
     fsops_free(fs);
     store_free(store);
     cache_close(cache);
-    source_free(src);
     fuse_opt_free_args(&args);
     opts_free(&o);
     return rc;

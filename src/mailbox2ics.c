@@ -286,9 +286,9 @@ int main(int argc, char **argv)
     }
 out:
     blob_unref(merged);
+    source_free(src);
     store_free(store);
     cache_close(cache);
-    source_free(src);
     opts_free(&o);
     free(m.cache_dir);
     return rc;

@@ -67,6 +67,11 @@ int source_fetch_parts(struct source *s, const char *mailbox, uint32_t uidvalidi
     return s->drv->fetch_parts(s, mailbox, uidvalidity, reqs, n, fn, ctx, err, errlen);
 }
 
+int source_watch(struct source *s, const char *mailbox, void (*fn)(void *ctx), void *ctx)
+{
+    return s->drv->watch ? s->drv->watch(s, mailbox, fn, ctx) : -ENOTSUP;
+}
+
 void source_free(struct source *s)
 {
     if (s)

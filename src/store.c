@@ -147,6 +147,7 @@ static struct mbox *registry_get(struct store *s, const char *raw, const char *d
     s->registry = reg;
     if ((m = mbox_new(raw, display, path)) == NULL)
         return NULL;
+    m->store = s;
     s->registry[s->nregistry++] = m;
     return m;
 }

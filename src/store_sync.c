@@ -585,6 +585,36 @@ out:
     return rc;
 }
 
+/* The source says m may have changed: the next access syncs it. */
+static void on_push(void *arg)
+{
+    struct mbox *m = arg;
+
+    pthread_mutex_lock(&m->lock);
+    m->attempted = 0;
+    m->failures = 0;
+    pthread_mutex_unlock(&m->lock);
+    notify(m->store, m->path, NULL);
+    notify(m->store, "/", NAME_MERGED);
+}
+
+/* -o idle: a mailbox in use gets a watcher, up to STORE_MAX_WATCHES. */
+static void maybe_watch(struct store *s, struct mbox *m)
+{
+    int rc;
+
+    if (!s->o->idle || m->watched)
+        return;
+    m->watched = 1;
+    if (atomic_fetch_add(&s->nwatched, 1) >= STORE_MAX_WATCHES) {
+        log_info("%s: not watched with IDLE (already %d mailboxes)", m->display,
+                 STORE_MAX_WATCHES);
+        return;
+    }
+    if ((rc = source_watch(s->src, m->raw, on_push, m)) != 0)
+        log_warn("%s: cannot watch for changes: %s", m->display, strerror(-rc));
+}
+
 /*
  * After n failed syncs in a row, wait this long before asking again
  * (1, 2, 4 ... 64 s), so a dead server is not hammered on every access.
@@ -672,6 +702,8 @@ struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp
     }
     snap = snap_ref(m->snap);
     pthread_mutex_unlock(&m->lock);
+    if (rc == 0)
+        maybe_watch(s, m);
     pthread_mutex_unlock(&m->sync_lock);
     if (snap == NULL)
         *errp = rc == -ENOENT ? -ENOENT : -EIO;
