@@ -4,7 +4,6 @@
 
 PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
-SBINDIR  ?= /sbin
 MANDIR   ?= $(PREFIX)/share/man
 DESTDIR  ?=
 BUILD    ?= build
@@ -34,7 +33,7 @@ HEADERS  := $(wildcard include/*.h)
 PYTHON   := /usr/bin/python3
 
 .PHONY: all check check-unit check-e2e check-asan check-valgrind demo demo-stop \
-        install uninstall clean deps format format-check bench
+        install uninstall deb clean deps format format-check bench
 
 all: $(patsubst %,$(BUILD)/%,$(PROGS))
 
@@ -88,13 +87,28 @@ demo-stop:
 bench: deps all
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
+USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(USERUNITDIR)
 	install -m 0755 $(BUILD)/imapcalfs $(BUILD)/mailbox2ics $(DESTDIR)$(BINDIR)/
 	install -m 0644 man/imapcalfs.1 man/mailbox2ics.1 $(DESTDIR)$(MANDIR)/man1/
+	sed 's|/usr/bin/imapcalfs|$(BINDIR)/imapcalfs|' packaging/systemd/imapcalfs@.service \
+	  > $(DESTDIR)$(USERUNITDIR)/imapcalfs@.service
+	chmod 0644 $(DESTDIR)$(USERUNITDIR)/imapcalfs@.service
+
+# A Debian package of the working tree, in build-deb/.
+deb:
+	rm -rf build-deb && mkdir -p build-deb/imapcalfs-0.1
+	tar -c --exclude=./build --exclude=./build-asan --exclude=./build-deb --exclude=./.git . \
+	  | tar -x -C build-deb/imapcalfs-0.1
+	cp -r packaging/debian build-deb/imapcalfs-0.1/debian
+	cd build-deb/imapcalfs-0.1 && $(MAKE) clean && dpkg-buildpackage -us -uc -b
+	@ls build-deb/*.deb
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/imapcalfs $(DESTDIR)$(BINDIR)/mailbox2ics
+	rm -f $(DESTDIR)$(USERUNITDIR)/imapcalfs@.service
 	rm -f $(DESTDIR)$(MANDIR)/man1/imapcalfs.1 $(DESTDIR)$(MANDIR)/man1/mailbox2ics.1
 
 format:
@@ -104,4 +118,4 @@ format-check:
 	clang-format --dry-run --Werror src/*.c include/*.h tests/unit/*.c tests/unit/*.h
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-deb
