@@ -51,6 +51,8 @@ int cal_text_match(const char *text, size_t len, const char *prop, const regex_t
 /* A copy of component text with one more property line (folded) after
  * its other properties. NULL on ENOMEM. */
 char *cal_text_insert_prop(const char *text, size_t len, const char *line, size_t *outlen);
+/* 1 when the text has this logical (unfolded) line. */
+int cal_text_has_line(const char *text, size_t len, const char *line);
 /* A TZID parameter value, quoted when it holds ':', ';' or ','. */
 void cal_buf_add_param(struct cal_buf *b, const char *value);
 
@@ -58,8 +60,8 @@ void cal_buf_add_param(struct cal_buf *b, const char *value);
 struct cal_win {
     int has_after, has_before; /* the window this was computed for */
     int64_t after, before;
-    unsigned total;            /* occurrences in the window, or CAL_WIN_MANY */
-    unsigned nkeys;            /* keys[] of the first in-window occurrences */
+    unsigned total; /* occurrences in the window, or CAL_WIN_MANY */
+    unsigned nkeys; /* keys[] of the first in-window occurrences */
     char (*keys)[CAL_KEY_MAX];
 };
 
@@ -72,13 +74,13 @@ struct cal_version {
     int rid_is_date;
     int sequence;
     int64_t dtstamp;
-    unsigned kind;       /* CAL_VEVENT, ... */
-    int cancel;          /* METHOD:CANCEL */
-    char *text;          /* the component, folded CRLF lines */
+    unsigned kind; /* CAL_VEVENT, ... */
+    int cancel;    /* METHOD:CANCEL */
+    char *text;    /* the component, folded CRLF lines */
     size_t len;
     size_t ntz;
-    char **tzids;        /* TZIDs it references, sorted, unique */
-    int *tzdef;          /* index into the message's vtz pool, or -1 */
+    char **tzids; /* TZIDs it references, sorted, unique */
+    int *tzdef;   /* index into the message's vtz pool, or -1 */
     /* privacy=busy hides what match= looks at, so the result is kept from
      * the sender's text, for the filter array it was computed with. */
     const struct cal_match *match_id;
@@ -101,29 +103,45 @@ struct cal_versions {
     size_t nvtz, capvtz;
 };
 
+/* cal_zone.c: UTC offsets from yearly VTIMEZONE rules, without libical. */
+struct cal_tzrules;
+/* NULL when the zone has a rule of another shape (then use libical). */
+struct cal_tzrules *cal_tzrules_compile(icalcomponent *vtz);
+void cal_tzrules_free(struct cal_tzrules *r);
+/* Offset east of UTC, in seconds, at a local wall time / a UTC time
+ * (times as seconds of their fields read as UTC). */
+int cal_tzrules_offset(const struct cal_tzrules *r, int64_t local);
+int cal_tzrules_offset_utc(const struct cal_tzrules *r, int64_t utc);
+
 /* cal_tz.c: one mutex around builtin zones, and the TZID repair cache. */
 void cal_tz_init(void);
 /* VTIMEZONE text (TZID set to tzid) for a TZID that names an IANA or a
  * Windows zone; static until exit. NULL when it names neither. */
 const char *cal_tz_repair_text(const char *tzid, size_t *len);
-/* A private zone for the same TZID, for conversions; free with
- * icaltimezone_free(z, 1). NULL when not repairable. */
+/* Its compiled rules (shared, immutable, static until exit), or NULL. */
+const struct cal_tzrules *cal_tz_repair_rules(const char *tzid);
+/* A private libical zone for it, for rules cal_zone.c cannot compute;
+ * free with icaltimezone_free(z, 1). NULL when not repairable. */
 icaltimezone *cal_tz_repair_zone(const char *tzid);
 
-/* cal_time.c: zones of one calendar and time arithmetic. */
+/* cal_time.c: the zones of one calendar, and time arithmetic. */
+struct cal_zone {
+    char *tzid;
+    const struct cal_tzrules *rules; /* preferred */
+    struct cal_tzrules *own_rules;   /* compiled from the sender's zone */
+    icaltimezone *lz;                /* fallback: libical does the arithmetic */
+    int own_lz;
+};
+
 struct cal_zctx {
     icalcomponent *container; /* holds the sender's VTIMEZONEs */
-    struct cal_zown {
-        char *tzid;
-        icaltimezone *zone; /* NULL: floating */
-        int owned;          /* a repaired zone, freed with the context */
-    } *own;
-    size_t nown;
+    struct cal_zone **zones;  /* every TZID looked up, found or not */
+    size_t n;
 };
 
 void cal_zctx_free(struct cal_zctx *z);
 /* The sender's zone, else a repaired one, else NULL (floating). */
-icaltimezone *cal_zone_find(struct cal_zctx *z, const char *tzid);
+const struct cal_zone *cal_zone_find(struct cal_zctx *z, const char *tzid);
 /* Seconds since the epoch; DATE is midnight UTC, floating counts as UTC. */
 int64_t cal_time_utc(struct cal_zctx *z, struct icaltimetype t, const char *tzid);
 /* Sortable key of a time (see CAL_KEY_MAX). */

@@ -125,8 +125,8 @@ int cal_parse_date(const char *s, int64_t *out)
     }
     if (sec == 60)
         sec = 59; /* a leap second: close enough for a filter */
-    *out = cal_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + sec -
-           off;
+    *out =
+        cal_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + sec - off;
     return 0;
 }
 

@@ -114,7 +114,7 @@ struct cal_tzmap {
     struct cal_tzent {
         char *tzid;
         int def;
-    } *e;
+    } * e;
     size_t n;
 };
 
@@ -396,7 +396,8 @@ static int cal_add_component(struct cal_scan *sc, struct cal_zctx *zc, struct ca
 
     if (cal_collect_tzids(c, &x.tzids, &x.ntz) < 0)
         goto out;
-    qsort(x.tzids, x.ntz, sizeof *x.tzids, cal_strcmp_p);
+    if (x.ntz > 1)
+        qsort(x.tzids, x.ntz, sizeof *x.tzids, cal_strcmp_p);
     if (x.ntz && !(x.tzdef = malloc(x.ntz * sizeof *x.tzdef)))
         goto out;
     for (size_t i = 0; i < x.ntz; i++)
@@ -508,7 +509,8 @@ int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
         cal_seterr(err, errlen, "not iCalendar data (or truncated: missing END lines)");
         goto bad;
     }
-    struct cal_scan sc = {.v = v, .f = f, .stats = stats, .kinds = f->kinds ? f->kinds : CAL_VEVENT};
+    struct cal_scan sc = {
+        .v = v, .f = f, .stats = stats, .kinds = f->kinds ? f->kinds : CAL_VEVENT};
     int rc = 0;
     icalcomponent_kind k = icalcomponent_isa(root);
     if (k == ICAL_VCALENDAR_COMPONENT) {
@@ -537,8 +539,7 @@ bad:
     return -EINVAL;
 }
 
-int cal_window_from_text(const struct cal_version *v, const struct cal_filter *f,
-                         struct cal_win *w)
+int cal_window_from_text(const struct cal_version *v, const struct cal_filter *f, struct cal_win *w)
 {
     /* Rebuild a small calendar of the component and its sender's zones. */
     struct cal_buf b = {0};

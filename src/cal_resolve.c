@@ -109,8 +109,7 @@ static int cal_tzuse_cmp(const void *a, const void *b)
  * from the first component (in output order, then the applied cancels)
  * that has one, else a repaired zone, else none (left as written).
  */
-static int cal_ev_zones(struct cal_ev *e, const struct cal_version *const *cancels,
-                        size_t ncancels)
+static int cal_ev_zones(struct cal_ev *e, const struct cal_version *const *cancels, size_t ncancels)
 {
     size_t cap = 0;
     for (size_t i = 0; i < e->ncomps; i++)
@@ -144,7 +143,8 @@ static int cal_ev_zones(struct cal_ev *e, const struct cal_version *const *cance
         if (!u->def)
             u->def = cal_tz_repair_text(u->tzid, &u->len);
     }
-    qsort(e->tz, e->ntz, sizeof *e->tz, cal_tzuse_cmp);
+    if (e->ntz > 1)
+        qsort(e->tz, e->ntz, sizeof *e->tz, cal_tzuse_cmp);
     return 0;
 }
 
@@ -164,6 +164,10 @@ static int cal_add_exdate(struct cal_out *m, const struct cal_version *cancel)
     char *line = cal_buf_take(&b, NULL);
     if (!line)
         return -ENOMEM;
+    if (cal_text_has_line(m->text, m->len, line)) {
+        free(line); /* the organizer's newer master already excludes it */
+        return 0;
+    }
     size_t len;
     char *t = cal_text_insert_prop(m->text, m->len, line, &len);
     free(line);
@@ -243,8 +247,8 @@ static int cal_kept_by_window(const struct cal_ev *e, const struct cal_version *
  * Resolves one UID: versions[0..n) sorted by RECURRENCE-ID then age.
  * Fills e (ncomps 0: nothing left, or filtered out).
  */
-static int cal_resolve_uid(const struct cal_version *const *vs, size_t n, const struct cal_filter *f,
-                           struct cal_ev *e)
+static int cal_resolve_uid(const struct cal_version *const *vs, size_t n,
+                           const struct cal_filter *f, struct cal_ev *e)
 {
     const struct cal_version **win = malloc(n * sizeof *win);
     const struct cal_version **cancels = malloc(n * sizeof *cancels);
@@ -292,7 +296,7 @@ static int cal_resolve_uid(const struct cal_version *const *vs, size_t n, const 
     free(lost);
     rc = 0;
     if (!e->ncomps)
-        goto out;
+        goto drop; /* everything cancelled */
 
     int has_master = !e->comps[0].v->rid[0];
     for (size_t i = 0; i < ncancels; i++) {
@@ -372,7 +376,8 @@ static char *cal_render_merged(const struct cal_ev *ev, size_t n, size_t *len)
                 z[k] = *u;
         }
     }
-    qsort(z, nz, sizeof *z, cal_tzuse_cmp);
+    if (nz > 1)
+        qsort(z, nz, sizeof *z, cal_tzuse_cmp);
     struct cal_buf b = {0};
     cal_add_header(&b);
     for (size_t k = 0; k < nz; k++)
@@ -422,7 +427,8 @@ int cal_resolve(struct cal_versions *const *msgs, size_t n, const struct cal_fil
         for (size_t j = 0; msgs[i] && j < msgs[i]->n; j++)
             if (msgs[i]->v[j].kind & kinds)
                 all[nall++] = &msgs[i]->v[j];
-    qsort(all, nall, sizeof *all, cal_sort_cmp);
+    if (nall > 1)
+        qsort(all, nall, sizeof *all, cal_sort_cmp);
 
     size_t nuid = 0;
     for (size_t i = 0; i < nall; i++)

@@ -294,6 +294,31 @@ int cal_text_match(const char *text, size_t len, const char *prop, const regex_t
     return found;
 }
 
+int cal_text_has_line(const char *text, size_t len, const char *want)
+{
+    struct cal_buf line = {0};
+    int found = 0;
+    size_t i = 0;
+    while (i < len && !found) {
+        size_t start = i;
+        while (i < len && text[i] != '\r' && text[i] != '\n')
+            i++;
+        cal_buf_add(&line, text + start, i - start);
+        if (i < len && text[i] == '\r')
+            i++;
+        if (i < len && text[i] == '\n')
+            i++;
+        if (i < len && (text[i] == ' ' || text[i] == '\t')) {
+            i++;
+            continue;
+        }
+        found = line.len && !line.oom && strcmp(line.p, want) == 0;
+        line.len = 0;
+    }
+    cal_buf_free(&line);
+    return found;
+}
+
 char *cal_text_insert_prop(const char *text, size_t len, const char *line, size_t *outlen)
 {
     /* RFC 5545 §3.6: a component's properties come before its subcomponents

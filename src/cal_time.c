@@ -26,32 +26,31 @@ const char *cal_prop_tzid(icalproperty *p)
 
 void cal_zctx_free(struct cal_zctx *z)
 {
-    for (size_t i = 0; i < z->nown; i++) {
-        free(z->own[i].tzid);
-        if (z->own[i].owned && z->own[i].zone)
-            icaltimezone_free(z->own[i].zone, 1);
+    for (size_t i = 0; i < z->n; i++) {
+        struct cal_zone *zn = z->zones[i];
+        free(zn->tzid);
+        cal_tzrules_free(zn->own_rules);
+        if (zn->own_lz && zn->lz)
+            icaltimezone_free(zn->lz, 1);
+        free(zn);
     }
-    free(z->own);
-    z->own = NULL;
-    z->nown = 0;
+    free(z->zones);
+    z->zones = NULL;
+    z->n = 0;
 }
 
 /* Most observances (STANDARD/DAYLIGHT) a sender's zone may have. */
 #define CAL_ZONE_OBS_MAX 1000
 
 /*
- * Whether a sender's VTIMEZONE is safe for libical to expand: it walks each
- * observance's RRULE with the same iterator that spins for seconds on a
- * never-matching HOURLY or DAILY rule, bounded only by the year (no UNTIL
- * there). Real zones recur yearly (RFC 5545 §3.6.5 examples; Exchange,
- * Google, Apple, libical itself).
+ * Whether libical may expand a sender's VTIMEZONE: it walks each
+ * observance's RRULE with the iterator that spins for seconds on a
+ * never-matching HOURLY or DAILY rule, bounded only by the year. Real
+ * zones recur yearly (RFC 5545 §3.6.5).
  */
-static int cal_zone_sane(icaltimezone *tz)
+static int cal_zone_sane(icalcomponent *vtz)
 {
-    icalcomponent *vtz = icaltimezone_get_component(tz);
     size_t n = 0;
-    if (!vtz)
-        return 0;
     for (icalcomponent *c = icalcomponent_get_first_component(vtz, ICAL_ANY_COMPONENT); c;
          c = icalcomponent_get_next_component(vtz, ICAL_ANY_COMPONENT)) {
         if (++n > CAL_ZONE_OBS_MAX)
@@ -64,30 +63,46 @@ static int cal_zone_sane(icaltimezone *tz)
     return 1;
 }
 
-icaltimezone *cal_zone_find(struct cal_zctx *z, const char *tzid)
+/* Fills zn from the sender's VTIMEZONE, else from the repair cache. */
+static void cal_zone_fill(struct cal_zctx *z, struct cal_zone *zn)
+{
+    icaltimezone *tz = z->container ? icalcomponent_get_timezone(z->container, zn->tzid) : NULL;
+    icalcomponent *vtz = tz ? icaltimezone_get_component(tz) : NULL;
+    if (vtz) {
+        if ((zn->own_rules = cal_tzrules_compile(vtz)) != NULL) {
+            zn->rules = zn->own_rules;
+            return;
+        }
+        if (cal_zone_sane(vtz)) {
+            zn->lz = tz;
+            return;
+        }
+    }
+    if ((zn->rules = cal_tz_repair_rules(zn->tzid)) != NULL)
+        return;
+    zn->lz = cal_tz_repair_zone(zn->tzid);
+    zn->own_lz = 1;
+}
+
+const struct cal_zone *cal_zone_find(struct cal_zctx *z, const char *tzid)
 {
     if (!tzid)
         return NULL;
-    for (size_t i = 0; i < z->nown; i++)
-        if (strcmp(z->own[i].tzid, tzid) == 0)
-            return z->own[i].zone;
-    struct cal_zown *own = realloc(z->own, (z->nown + 1) * sizeof *own);
-    if (!own)
+    for (size_t i = 0; i < z->n; i++)
+        if (strcmp(z->zones[i]->tzid, tzid) == 0)
+            return z->zones[i]->rules || z->zones[i]->lz ? z->zones[i] : NULL;
+    struct cal_zone **a = realloc(z->zones, (z->n + 1) * sizeof *a);
+    if (!a)
         return NULL;
-    z->own = own;
-    char *name = strdup(tzid);
-    if (!name)
+    z->zones = a;
+    struct cal_zone *zn = calloc(1, sizeof *zn);
+    if (!zn || !(zn->tzid = strdup(tzid))) {
+        free(zn);
         return NULL;
-    icaltimezone *tz = z->container ? icalcomponent_get_timezone(z->container, tzid) : NULL;
-    int owned = 0;
-    if (!tz || !cal_zone_sane(tz)) {
-        tz = cal_tz_repair_zone(tzid); /* NULL (floating) is remembered too */
-        owned = 1;
     }
-    own[z->nown].tzid = name;
-    own[z->nown].zone = tz;
-    own[z->nown].owned = owned;
-    return own[z->nown++].zone;
+    cal_zone_fill(z, zn);
+    a[z->n++] = zn; /* remembered even when not found: looked up once */
+    return zn->rules || zn->lz ? zn : NULL;
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
@@ -144,15 +159,32 @@ static struct icaltimetype cal_secs_fields(int64_t s, int is_date)
     return t;
 }
 
+/* Offset east of UTC at local fields t in zone. */
+static int cal_zone_offset(const struct cal_zone *zn, struct icaltimetype t)
+{
+    if (zn->rules)
+        return cal_tzrules_offset(zn->rules, cal_fields_secs(t));
+    int dst = 0;
+    t.zone = NULL;
+    return icaltimezone_get_utc_offset(zn->lz, &t, &dst);
+}
+
+/* Offset east of UTC at UTC seconds u in zone. */
+static int cal_zone_offset_utc(const struct cal_zone *zn, int64_t u)
+{
+    if (zn->rules)
+        return cal_tzrules_offset_utc(zn->rules, u);
+    int dst = 0;
+    struct icaltimetype t = cal_secs_fields(u, 0);
+    return icaltimezone_get_utc_offset_of_utc_time(zn->lz, &t, &dst);
+}
+
 /* UTC seconds of local fields in zone (NULL: floating, read as UTC). */
-static int64_t cal_local_utc(icaltimezone *zone, struct icaltimetype t)
+static int64_t cal_local_utc(const struct cal_zone *zone, struct icaltimetype t)
 {
     int64_t s = cal_fields_secs(t);
-    if (zone && !t.is_date) {
-        int dst = 0;
-        t.zone = NULL;
-        s -= icaltimezone_get_utc_offset(zone, &t, &dst);
-    }
+    if (zone && !t.is_date)
+        s -= cal_zone_offset(zone, t);
     return s;
 }
 
@@ -178,7 +210,7 @@ static void cal_key_print(struct icaltimetype t, int utc, char out[CAL_KEY_MAX])
 }
 
 /* Key of local fields t in zone: UTC when the zone is known. */
-static void cal_local_key(icaltimezone *zone, int utc, struct icaltimetype t,
+static void cal_local_key(const struct cal_zone *zone, int utc, struct icaltimetype t,
                           char out[CAL_KEY_MAX])
 {
     if (!t.is_date && zone) {
@@ -231,7 +263,7 @@ static int cal_win_add(struct cal_win *w, const char *key)
 
 struct cal_expand {
     struct cal_win *w;
-    icaltimezone *zone; /* of DTSTART; NULL for floating, DATE or UTC */
+    const struct cal_zone *zone; /* of DTSTART; NULL for floating, DATE or UTC */
     int utc;
     int64_t dur;
     char (*ex)[CAL_KEY_MAX]; /* EXDATE keys */
@@ -295,10 +327,8 @@ static int cal_expand_rule(struct cal_expand *x, struct icalrecurrencetype rule,
     }
     if (!icaltime_is_null_time(rule.until) && icaltime_is_utc(rule.until)) {
         if (x->zone && !rule.until.is_date) {
-            int dst = 0;
-            struct icaltimetype u = rule.until;
-            int off = icaltimezone_get_utc_offset_of_utc_time(x->zone, &u, &dst);
-            rule.until = cal_secs_fields(cal_fields_secs(rule.until) + off, 0);
+            int64_t u = cal_fields_secs(rule.until);
+            rule.until = cal_secs_fields(u + cal_zone_offset_utc(x->zone, u), 0);
         }
         rule.until.zone = NULL;
     }
@@ -415,11 +445,11 @@ int cal_window_compute(struct cal_zctx *z, icalcomponent *comp, const struct cal
         cal_time_key(z, icalproperty_get_exdate(p), cal_prop_tzid(p), x.ex[x.nex++]);
 
     int stop = cal_occurrence(&x, dt, dur);
-    for (icalproperty *p = icalcomponent_get_first_property(comp, ICAL_RRULE_PROPERTY);
-         p && !stop; p = icalcomponent_get_next_property(comp, ICAL_RRULE_PROPERTY))
+    for (icalproperty *p = icalcomponent_get_first_property(comp, ICAL_RRULE_PROPERTY); p && !stop;
+         p = icalcomponent_get_next_property(comp, ICAL_RRULE_PROPERTY))
         stop = cal_expand_rule(&x, icalproperty_get_rrule(p), dt);
-    for (icalproperty *p = icalcomponent_get_first_property(comp, ICAL_RDATE_PROPERTY);
-         p && !stop; p = icalcomponent_get_next_property(comp, ICAL_RDATE_PROPERTY)) {
+    for (icalproperty *p = icalcomponent_get_first_property(comp, ICAL_RDATE_PROPERTY); p && !stop;
+         p = icalcomponent_get_next_property(comp, ICAL_RDATE_PROPERTY)) {
         struct icaldatetimeperiodtype r = icalproperty_get_rdate(p);
         const char *tz = cal_prop_tzid(p);
         struct icaltimetype st = r.time;
@@ -429,9 +459,8 @@ int cal_window_compute(struct cal_zctx *z, icalcomponent *comp, const struct cal
             if (icaltime_is_null_time(st))
                 continue;
             int64_t ps0 = cal_time_utc(z, st, tz);
-            d = !icaltime_is_null_time(r.period.end)
-                    ? cal_time_utc(z, r.period.end, tz) - ps0
-                    : icaldurationtype_as_int(r.period.duration);
+            d = !icaltime_is_null_time(r.period.end) ? cal_time_utc(z, r.period.end, tz) - ps0
+                                                     : icaldurationtype_as_int(r.period.duration);
             if (d < 0)
                 d = 0;
         }

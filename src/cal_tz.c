@@ -23,7 +23,8 @@ struct cal_tzfix {
     char *tzid;
     char *vtz; /* folded VTIMEZONE text, or NULL when not repairable */
     size_t vtz_len;
-    icalcomponent *proto; /* parsed VTIMEZONE to clone for conversions */
+    icalcomponent *proto;      /* parsed VTIMEZONE to clone for conversions */
+    struct cal_tzrules *rules; /* compiled from proto; shared read-only */
 };
 
 static pthread_mutex_t cal_tz_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -195,8 +196,8 @@ static void cal_tz_expand(icalcomponent *obs, icalproperty *rp, struct icalrecur
 /* A sortable number for local date-time fields. */
 static int64_t cal_tz_stamp(struct icaltimetype t)
 {
-    return ((((int64_t)t.year * 13 + t.month) * 32 + t.day) * 24 + t.hour) * 3600 +
-           t.minute * 60 + t.second;
+    return ((((int64_t)t.year * 13 + t.month) * 32 + t.day) * 24 + t.hour) * 3600 + t.minute * 60 +
+           t.second;
 }
 
 /* The last onset of an observance (INT64_MAX when its rule is open-ended). */
@@ -337,6 +338,7 @@ static const struct cal_tzfix *cal_tz_get(const char *tzid)
         if (!fix->vtz)
             goto fail;
         fix->proto = proto;
+        fix->rules = cal_tzrules_compile(proto); /* NULL: libical's way */
     } else {
         cal_tz_negative++;
     }
@@ -364,6 +366,12 @@ const char *cal_tz_repair_text(const char *tzid, size_t *len)
     if (len)
         *len = fix->vtz_len;
     return fix->vtz;
+}
+
+const struct cal_tzrules *cal_tz_repair_rules(const char *tzid)
+{
+    const struct cal_tzfix *fix = cal_tz_get(tzid);
+    return fix ? fix->rules : NULL;
 }
 
 icaltimezone *cal_tz_repair_zone(const char *tzid)

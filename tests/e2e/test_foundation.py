@@ -202,7 +202,7 @@ def test_flags_unchanged_after_reading_everything(mail, mounter, tmp_path):
     for f in fs.find(m.mountpoint, kind="f"):
         fs.cat(m.path(f))
     fs.cp(m.mountpoint, str(tmp_path / "copy"), recursive=True)
-    assert m.stop() == 0
+    assert m.stop() == 0, m.stderr()
     after = {b: dv.flags(b) for b in boxes}
     assert after == before
     assert not any("\\Seen" in fl for b in boxes for fl in after[b].values())
@@ -265,7 +265,7 @@ def test_passfile_option(mail, mounter, tmp_path):
     passfile = mount.write_passfile(str(tmp_path / "imap.pass"), dv.password, 0o600)
     m = mounter.mount(dv, options=["passfile=" + passfile], password=None)
     assert "merged.ics" in fs.ls(m.mountpoint)
-    assert m.stop() == 0
+    assert m.stop() == 0, m.stderr()
     os.chmod(passfile, 0o644)
     rc, err = mounter.expect_failure(dv.url(), options=["passfile=" + passfile])
     assert rc == 1, err

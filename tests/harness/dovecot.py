@@ -134,8 +134,8 @@ class Dovecot:
 
     # ----- configuration and lifecycle -----
 
-    _STATE_KEYS = ("root", "cert", "key", "ca_file", "tls", "rawlog", "instance", "passwords",
-                   "imap_port", "imaps_port", "pid", "_passwd_mtime")
+    _STATE_KEYS = ("root", "conf", "log_path", "cert", "key", "ca_file", "tls", "rawlog",
+                   "instance", "passwords", "imap_port", "imaps_port", "pid", "_passwd_mtime")
 
     def to_state(self):
         """What another process needs to use or stop this instance (JSON-able)."""

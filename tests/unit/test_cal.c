@@ -61,6 +61,32 @@ static void test_bare_vevent_is_read(void)
     cal_versions_free(m);
 }
 
+static void test_bare_vevent_with_bare_vtimezone(void)
+{
+    /* No VCALENDAR at all, but the zone is given next to the event. */
+    const char *ics = "BEGIN:VTIMEZONE\nTZID:Lab Zone\nBEGIN:STANDARD\n"
+                      "DTSTART:19700101T000000\nTZOFFSETFROM:+0530\nTZOFFSETTO:+0530\n"
+                      "TZNAME:LAB\nEND:STANDARD\nEND:VTIMEZONE\n"
+                      "BEGIN:VEVENT\nUID:barez@x\nDTSTAMP:20260101T000000Z\n"
+                      "RECURRENCE-ID;TZID=Lab Zone:20260310T103000\n"
+                      "DTSTART;TZID=Lab Zone:20260310T113000\nEND:VEVENT\n";
+    struct cal_stats st = {0};
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, &st);
+    CHECK(cal_versions_count(m) == 1 && st.warnings == 0);
+    /* A cancel of that occurrence written in UTC finds it (10:30 +0530). */
+    struct cal_versions *c = msg_ev("INBOX", 2, T0 + 1, "CANCEL", "barez@x",
+                                    "RECURRENCE-ID:20260310T050000Z", 1, "20260102T000000Z", "x");
+    struct cal_versions *all[2] = {m, c};
+    struct cal_result r;
+    CHECK(cal_resolve(all, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1 && tc_has(r.events[0].data, r.events[0].len, "TZNAME:LAB"));
+    cal_result_free(&r);
+    CHECK(cal_resolve(all, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 0);
+    cal_result_free(&r);
+    tc_free_all(all, 2);
+}
+
 static void test_two_vcalendars_in_one_part(void)
 {
     struct cal_versions *m = tc_file("INBOX", 1, T0, "two_calendars.ics", NULL, NULL);
@@ -210,7 +236,23 @@ static void test_cancel_removes_event(void)
     CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VEVENT") == 1);
     CHECK(!tc_has(r.merged, r.merged_len, "UID:c@x"));
     cal_result_free(&r);
-    tc_free_all(m, 4);
+
+    /* An occurrence re-sent after the cancel (higher SEQUENCE) stays, as
+     * an event of its own; the cancel changed that file, so it dates it. */
+    struct cal_versions *later =
+        msg_ev("INBOX", 5, T0 + 150, "REQUEST", "c@x", "RECURRENCE-ID:20260324T100000Z", 2,
+               "20260101T000000Z", "re-invited");
+    struct cal_versions *all[5] = {m[0], m[1], m[2], m[3], later};
+    CHECK(cal_resolve(all, 5, NULL, CAL_WANT_EVENTS, &r) == 0);
+    const struct cal_event_file *e = tc_event(&r, "c@x");
+    CHECK(e != NULL);
+    if (e) {
+        CHECK(tc_count(e->data, e->len, "BEGIN:VEVENT") == 1);
+        CHECK(tc_has(e->data, e->len, "SUMMARY:re-invited"));
+        CHECK(e->mtime == T0 + 200);
+    }
+    cal_result_free(&r);
+    tc_free_all(all, 5);
 }
 
 static void test_cancel_loses_to_newer_request(void)
@@ -247,9 +289,9 @@ static void test_cancel_removes_occurrence(void)
     cal_result_free(&r);
 
     /* Cancelling the moved occurrence drops the override too. */
-    struct cal_versions *c = msg_ev(
-        "INBOX", 3, T0 + 600, "CANCEL", "standup-7f3a9c@google.com",
-        "RECURRENCE-ID;TZID=Europe/Berlin:20260112T093000", 2, "20260116T000000Z", "x");
+    struct cal_versions *c =
+        msg_ev("INBOX", 3, T0 + 600, "CANCEL", "standup-7f3a9c@google.com",
+               "RECURRENCE-ID;TZID=Europe/Berlin:20260112T093000", 2, "20260116T000000Z", "x");
     struct cal_versions *all[3] = {m[0], m[1], c};
     CHECK(cal_resolve(all, 3, NULL, CAL_WANT_EVENTS, &r) == 0);
     e = tc_event(&r, "standup-7f3a9c@google.com");
@@ -262,6 +304,21 @@ static void test_cancel_removes_occurrence(void)
         CHECK(tc_count(e->data, e->len, "BEGIN:VTIMEZONE") == 1);
     }
     cal_result_free(&r);
+
+    /* The organizer's updated master already excludes it: no second EXDATE. */
+    const char *upd = "BEGIN:VCALENDAR\nMETHOD:REQUEST\nBEGIN:VEVENT\nUID:ex2@x\n"
+                      "DTSTAMP:20260120T000000Z\nSEQUENCE:2\nDTSTART:20260105T093000Z\n"
+                      "RRULE:FREQ=WEEKLY\nEXDATE:20260119T093000Z\nEND:VEVENT\nEND:VCALENDAR\n";
+    struct cal_versions *twice[2] = {
+        tc_msg("INBOX", 10, T0 + 800, upd, NULL, NULL),
+        msg_ev("INBOX", 11, T0 + 700, "CANCEL", "ex2@x", "RECURRENCE-ID:20260119T093000Z", 1,
+               "20260115T000000Z", "x"),
+    };
+    CHECK(cal_resolve(twice, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    e = tc_event(&r, "ex2@x");
+    CHECK(e && tc_count(e->data, e->len, "EXDATE:20260119T093000Z\r\n") == 1);
+    cal_result_free(&r);
+    tc_free_all(twice, 2);
     tc_free_all(all, 3);
 }
 
@@ -703,8 +760,8 @@ static void test_missing_uid_gets_stable_one(void)
 
 static void test_output_parses_with_python_icalendar(void)
 {
-    if (access("/usr/bin/python3", X_OK) != 0)
-        return; /* optional check */
+    if (system("/usr/bin/python3 -c 'import icalendar' 2>/dev/null") != 0)
+        return; /* optional check: needs Debian's python3-icalendar */
     struct cal_versions *m[4] = {
         tc_file("INBOX", 1, T0 + 100, "google_series.ics", NULL, NULL),
         tc_file("INBOX", 2, T0 + 500, "google_cancel_occurrence.ics", NULL, NULL),
@@ -740,6 +797,7 @@ int main(void)
 {
     cal_global_init();
     RUN(test_bare_vevent_is_read);
+    RUN(test_bare_vevent_with_bare_vtimezone);
     RUN(test_two_vcalendars_in_one_part);
     RUN(test_folded_lines_crlf_and_no_final_newline);
     RUN(test_duplicate_in_one_message_counts_once);

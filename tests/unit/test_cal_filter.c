@@ -57,8 +57,10 @@ static void test_add_match_syntax(void)
     CHECK(cal_filter_add_match(&f, "ORGANIZER~@example\\.org$", err, sizeof err) == 0);
     CHECK(cal_filter_add_match(&f, "X-MY-PROP~a~b", err, sizeof err) == 0); /* "~" in the regex */
     CHECK(f.nmatch == 3);
-    const char *bad[] = {"SUMMARY", "~x", "SUM MARY~x", "SUMMARY~", "SUMMARY~(unclosed",
-                         "A234567890123456789012345678901234567890123456789012345678901234~x"};
+    const char *bad[] = {
+        "SUMMARY",           "~x",
+        "SUM MARY~x",        "SUMMARY~",
+        "SUMMARY~(unclosed", "A234567890123456789012345678901234567890123456789012345678901234~x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
         CHECK(cal_filter_add_match(&f, bad[i], err, sizeof err) == -EINVAL);
@@ -153,22 +155,23 @@ static void test_after_before_with_recurrence(void)
         "RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\nTZOFFSETFROM:+0100\nTZOFFSETTO:+0200\n"
         "END:DAYLIGHT\nEND:VTIMEZONE\n";
     char weekly[2048];
-    snprintf(weekly, sizeof weekly,
-             "BEGIN:VCALENDAR\nVERSION:2.0\n%sBEGIN:VEVENT\nUID:weekly@x\n"
-             "DTSTART;TZID=Europe/Berlin:20150105T093000\nDTEND;TZID=Europe/Berlin:20150105T094500\n"
-             "RRULE:FREQ=WEEKLY;BYDAY=MO\nEND:VEVENT\nEND:VCALENDAR\n",
-             berlin);
+    snprintf(
+        weekly, sizeof weekly,
+        "BEGIN:VCALENDAR\nVERSION:2.0\n%sBEGIN:VEVENT\nUID:weekly@x\n"
+        "DTSTART;TZID=Europe/Berlin:20150105T093000\nDTEND;TZID=Europe/Berlin:20150105T094500\n"
+        "RRULE:FREQ=WEEKLY;BYDAY=MO\nEND:VEVENT\nEND:VCALENDAR\n",
+        berlin);
     char *ended = evx("ended@x", ":20240101T100000Z", ":20240101T110000Z",
                       "RRULE:FREQ=DAILY;UNTIL=20251231T100000Z\n");
     char *once = evx("once@x", ":20260310T100000Z", ":20260310T110000Z", NULL);
     char *allday = evx("allday@x", ";VALUE=DATE:20260310", NULL, NULL);
-    char *counted = evx("counted@x", ":20260101T100000Z", NULL,
-                        "DURATION:PT1H\nRRULE:FREQ=DAILY;COUNT=3\n");
+    char *counted =
+        evx("counted@x", ":20260101T100000Z", NULL, "DURATION:PT1H\nRRULE:FREQ=DAILY;COUNT=3\n");
     char *rdate = evx("rdate@x", ":20250101T100000Z", ":20250101T110000Z",
                       "RDATE;VALUE=PERIOD:20260310T080000Z/PT1H\n");
     /* Only the repaired zone (no VTIMEZONE) tells 09:30 Berlin from UTC. */
-    char *repaired = evx("repaired@x", ";TZID=Europe/Berlin:20260310T093000", NULL,
-                         "DURATION:PT30M\n");
+    char *repaired =
+        evx("repaired@x", ";TZID=Europe/Berlin:20260310T093000", NULL, "DURATION:PT30M\n");
     const char *all[] = {weekly, ended, once, allday, counted, rdate, repaired};
     enum { N = 7 };
     struct {
@@ -176,8 +179,8 @@ static void test_after_before_with_recurrence(void)
     } cases[] = {
         {"2026-03-02", "2026-03-03", "weekly@x"},
         {"2026-03-10", "2026-03-11", "allday@x once@x rdate@x repaired@x"}, /* a Tuesday */
-        {"2026-03-09T08:00:00Z", "2026-03-09T08:31:00Z", "weekly@x"}, /* 09:30 CET */
-        {"2026-03-30T07:00:00Z", "2026-03-30T07:31:00Z", "weekly@x"}, /* 09:30 CEST */
+        {"2026-03-09T08:00:00Z", "2026-03-09T08:31:00Z", "weekly@x"},       /* 09:30 CET */
+        {"2026-03-30T07:00:00Z", "2026-03-30T07:31:00Z", "weekly@x"},       /* 09:30 CEST */
         {"2026-03-30T08:00:00Z", "2026-03-30T08:31:00Z", ""},
         {"2026-03-10T10:30:00Z", NULL, "allday@x once@x weekly@x"},
         {"2026-03-10T11:00:00Z", "2026-03-10T23:00:00Z", "allday@x"},
@@ -278,8 +281,8 @@ static void test_privacy_busy(void)
         CHECK(tc_format_ok(d, n));
         CHECK(tc_has(d, n, "\r\nSUMMARY:Busy\r\n"));
         CHECK(tc_count(d, n, "SUMMARY") == 1);
-        const char *gone[] = {"DESCRIPTION", "LOCATION", "ATTENDEE", "Quarterly", "Zürich",
-                              "X-MICROSOFT", "VALARM", "Alice"};
+        const char *gone[] = {"DESCRIPTION", "LOCATION",    "ATTENDEE", "Quarterly",
+                              "Zürich",      "X-MICROSOFT", "VALARM",   "Alice"};
         for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++) {
             if (tc_has(d, n, gone[i])) {
                 fprintf(stderr, "  still has %s\n", gone[i]);
@@ -320,11 +323,11 @@ static void test_hostile_rules_stay_bounded(void)
     CHECK(cal_parse_date("2026-03-03", &f.after) == 0);
     CHECK(cal_parse_date("2026-03-04", &f.before) == 0);
     /* Never matches (February 30th); secondly; an absurd COUNT. */
-    char *never = evx("never@x", ":20260101T100000Z", NULL,
-                      "RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30\n");
+    char *never =
+        evx("never@x", ":20260101T100000Z", NULL, "RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30\n");
     char *secondly = evx("secondly@x", ":20200101T100000Z", NULL, "RRULE:FREQ=SECONDLY\n");
-    char *counted = evx("count@x", ":19000101T100000Z", NULL,
-                        "RRULE:FREQ=HOURLY;COUNT=100000000\n");
+    char *counted =
+        evx("count@x", ":19000101T100000Z", NULL, "RRULE:FREQ=HOURLY;COUNT=100000000\n");
     const char *all[] = {never, secondly, counted};
     struct cal_versions *m[3];
     for (int i = 0; i < 3; i++)

@@ -82,7 +82,8 @@ static double run(int n, const struct cal_filter *f, size_t want_events)
     if (ok && r.nevents) {
         /* updated events carry SEQUENCE:1 */
         const struct cal_event_file *e = tc_event(&r, "perf-10@example.org");
-        ok = (!e || tc_has(e->data, e->len, "SEQUENCE:1\r\n")) && tc_format_ok(r.merged, r.merged_len);
+        ok = (!e || tc_has(e->data, e->len, "SEQUENCE:1\r\n")) &&
+             tc_format_ok(r.merged, r.merged_len);
     }
     printf("  %d invitations (+%d updates): parse %.3f s, resolve %.3f s, %zu events, "
            "merged %zu bytes\n",

@@ -4,6 +4,7 @@
  * keys that agree across zones, and the shared repair cache under threads.
  */
 #include "cal.h"
+#include "cal_internal.h"
 #include "test_cal_util.h"
 #include "tzwin.h"
 #include "unit.h"
@@ -12,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define T0 1767225600 /* 2026-01-01T00:00:00Z */
 
@@ -71,8 +74,7 @@ static void test_iana_tzid_repaired(void)
 
     ics = tz_event("utc@x", "UTC", NULL);
     out = one_event(ics, &st);
-    CHECK(out && strstr(out, "BEGIN:VTIMEZONE\r\nTZID:UTC\r\n") &&
-          strstr(out, "TZOFFSETTO:+0000"));
+    CHECK(out && strstr(out, "BEGIN:VTIMEZONE\r\nTZID:UTC\r\n") && strstr(out, "TZOFFSETTO:+0000"));
     CHECK(st.warnings == 0);
     free(out);
     free(ics);
@@ -102,8 +104,8 @@ static void test_windows_tzid_repaired(void)
 static void test_outlook_display_name_repaired(void)
 {
     struct cal_stats st = {0};
-    char *ics =
-        tz_event("disp@x", "\"(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna\"", NULL);
+    char *ics = tz_event("disp@x",
+                         "\"(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna\"", NULL);
     char *out = one_event(ics, &st);
     CHECK(out != NULL);
     if (out) {
@@ -165,6 +167,52 @@ static void test_every_windows_zone_has_a_vtimezone(void)
     }
     CHECK(missing == 0 && st.warnings == 0);
     CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VTIMEZONE") == (int)n);
+    cal_result_free(&r);
+    cal_versions_free(m);
+    free(ics);
+}
+
+/* python-icalendar 4 (khal on Debian 12) builds every VTIMEZONE it reads
+ * and rejects RRULEs with a UTC UNTIL: repaired zones must avoid them. */
+static void test_repaired_zones_load_in_python_icalendar(void)
+{
+    if (system("/usr/bin/python3 -c 'import icalendar' 2>/dev/null") != 0)
+        return; /* optional check: needs Debian's python3-icalendar */
+    size_t n = tzwin_count(), cap = n * 200 + 1024;
+    char *ics = malloc(cap);
+    size_t len = (size_t)snprintf(ics, cap, "BEGIN:VCALENDAR\n");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(ics + len, cap - len,
+                                "BEGIN:VEVENT\nUID:p%03zu@x\nDTSTAMP:20260101T000000Z\n"
+                                "DTSTART;TZID=%s:20260710T100000\nEND:VEVENT\n",
+                                i, tzwin_id(i));
+    snprintf(ics + len, cap - len, "END:VCALENDAR\n");
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_MERGED, &r) == 0);
+    char path[] = "/tmp/test_cal_tz_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        CHECK(write(fd, r.merged, r.merged_len) == (ssize_t)r.merged_len);
+        close(fd);
+        /* Every event gets an aware DTSTART; Berlin's is +02:00 in July. */
+        size_t berlin = 0;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(tzwin_id(i), "W. Europe Standard Time") == 0)
+                berlin = i;
+        char cmd[768];
+        snprintf(cmd, sizeof cmd,
+                 "/usr/bin/python3 -c 'import sys, icalendar\n"
+                 "c = icalendar.Calendar.from_ical(open(sys.argv[1], \"rb\").read())\n"
+                 "ev = {str(e[\"UID\"]): e[\"DTSTART\"].dt for e in c.walk(\"VEVENT\")}\n"
+                 "ok = len(ev) == %zu and all(d.tzinfo for d in ev.values())\n"
+                 "ok = ok and ev[sys.argv[2]].utcoffset().total_seconds() == 7200\n"
+                 "sys.exit(0 if ok else 1)' %s p%03zu@x",
+                 n, path, berlin);
+        CHECK(system(cmd) == 0);
+        unlink(path);
+    }
     cal_result_free(&r);
     cal_versions_free(m);
     free(ics);
@@ -261,8 +309,102 @@ static void rid_across_zones(const char *tzid, const char *vtimezone)
 
 static void test_rid_normalised_across_zones(void)
 {
-    rid_across_zones("Europe/Berlin", berlin_sender); /* the sender's zone */
+    rid_across_zones("Europe/Berlin", berlin_sender);  /* the sender's zone */
     rid_across_zones("W. Europe Standard Time", NULL); /* a repaired zone */
+}
+
+/* Offsets from cal_zone.c against libical's expansion of the same text,
+ * at noon every 9 days from 1971 to 2036; returns the mismatches. */
+static int zone_math_mismatches(const char *vtz_text, int step_days)
+{
+    char *cal = malloc(strlen(vtz_text) + 64);
+    sprintf(cal, "BEGIN:VCALENDAR\r\n%sEND:VCALENDAR\r\n", vtz_text);
+    icalcomponent *root = icalparser_parse_string(cal);
+    free(cal);
+    icalcomponent *vtz =
+        root ? icalcomponent_get_first_component(root, ICAL_VTIMEZONE_COMPONENT) : NULL;
+    struct cal_tzrules *rules = vtz ? cal_tzrules_compile(vtz) : NULL;
+    icaltimezone *lz = icaltimezone_new();
+    int bad = 0;
+    if (!rules || !vtz || !icaltimezone_set_component(lz, icalcomponent_new_clone(vtz))) {
+        bad = 1;
+        goto out;
+    }
+    for (int64_t day = cal_days_from_civil(1971, 1, 1); day < cal_days_from_civil(2037, 1, 1);
+         day += step_days) {
+        struct icaltimetype t =
+            icaltime_from_timet_with_zone((time_t)(day * 86400 + 43200), 0, NULL);
+        int dst, want = icaltimezone_get_utc_offset(lz, &t, &dst);
+        int got = cal_tzrules_offset(rules, day * 86400 + 43200);
+        if (got != want && bad++ < 3)
+            fprintf(stderr, "  %04d-%02d-%02d: %d, libical %d\n", t.year, t.month, t.day, got,
+                    want);
+    }
+out:
+    cal_tzrules_free(rules);
+    icaltimezone_free(lz, 1);
+    if (root)
+        icalcomponent_free(root);
+    return bad;
+}
+
+static void test_zone_math_agrees_with_libical(void)
+{
+    size_t len;
+    char *text = tc_slurp("outlook_request.ics", &len);
+    char *b = text ? strstr(text, "BEGIN:VTIMEZONE") : NULL;
+    char *e = b ? strstr(b, "END:VTIMEZONE\r\n") : NULL;
+    CHECK(e != NULL);
+    if (e) {
+        e[strlen("END:VTIMEZONE\r\n")] = '\0';
+        CHECK(zone_math_mismatches(b, 9) == 0); /* Exchange: rules from 1601 */
+    }
+    free(text);
+    char sender[2048];
+    snprintf(sender, sizeof sender, "%s", berlin_sender);
+    CHECK(zone_math_mismatches(sender, 9) == 0);
+    /* Southern hemisphere, fourth-Sunday style and BYMONTHDAY+BYDAY rules. */
+    const char *odd = "BEGIN:VTIMEZONE\r\nTZID:Odd\r\nBEGIN:DAYLIGHT\r\n"
+                      "DTSTART:19800907T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=9;BYDAY=SU;"
+                      "BYMONTHDAY=8,9,10,11,12,13,14\r\nTZOFFSETFROM:-0300\r\n"
+                      "TZOFFSETTO:-0200\r\nEND:DAYLIGHT\r\nBEGIN:STANDARD\r\n"
+                      "DTSTART:19800406T020000\r\nRRULE:FREQ=YEARLY;INTERVAL=1;BYMONTH=4;"
+                      "BYDAY=4SU;UNTIL=20200426T050000Z\r\nTZOFFSETFROM:-0200\r\n"
+                      "TZOFFSETTO:-0300\r\nEND:STANDARD\r\nBEGIN:STANDARD\r\n"
+                      "DTSTART:20210401T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=4;BYMONTHDAY=-1\r\n"
+                      "TZOFFSETFROM:-0200\r\nTZOFFSETTO:-0300\r\nEND:STANDARD\r\n"
+                      "END:VTIMEZONE\r\n";
+    CHECK(zone_math_mismatches(odd, 9) == 0);
+    /* Every repaired Windows zone (fewer samples under valgrind). */
+    int step = getenv("VALGRIND") ? 97 : 9;
+    for (size_t i = 0; i < tzwin_count(); i++) {
+        const char *vtz = cal_tz_repair_text(tzwin_id(i), NULL);
+        CHECK(vtz != NULL);
+        if (vtz && zone_math_mismatches(vtz, step)) {
+            fprintf(stderr, "  zone %s\n", tzwin_id(i));
+            CHECK(0);
+        }
+        if (getenv("VALGRIND"))
+            i += 4;
+    }
+}
+
+static void test_hostile_vtimezone_is_not_expanded(void)
+{
+    /* A never-matching hourly rule spins libical's iterator for seconds. */
+    const char *ics = "BEGIN:VCALENDAR\nBEGIN:VTIMEZONE\nTZID:Evil\nBEGIN:STANDARD\n"
+                      "DTSTART:19700101T000000\nRRULE:FREQ=HOURLY;BYMONTH=2;BYMONTHDAY=30\n"
+                      "TZOFFSETFROM:+0100\nTZOFFSETTO:+0100\nEND:STANDARD\nEND:VTIMEZONE\n"
+                      "BEGIN:VEVENT\nUID:evil@x\nRECURRENCE-ID;TZID=Evil:20260101T100000\n"
+                      "DTSTART;TZID=Evil:20260101T100000\nEND:VEVENT\nEND:VCALENDAR\n";
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    CHECK(cal_versions_count(m) == 1);
+    double secs = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    CHECK(secs < 1.0);
+    cal_versions_free(m);
 }
 
 struct tz_thread {
@@ -311,9 +453,12 @@ int main(void)
     RUN(test_outlook_display_name_repaired);
     RUN(test_windows_name_forms);
     RUN(test_every_windows_zone_has_a_vtimezone);
+    RUN(test_repaired_zones_load_in_python_icalendar);
     RUN(test_unknown_tzid_warns);
     RUN(test_sender_vtimezone_used_first);
     RUN(test_rid_normalised_across_zones);
+    RUN(test_zone_math_agrees_with_libical);
+    RUN(test_hostile_vtimezone_is_not_expanded);
     RUN(test_threads_share_the_repair_cache);
     return UNIT_DONE();
 }

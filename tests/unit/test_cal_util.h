@@ -40,8 +40,9 @@ static inline char *tc_slurp(const char *name, size_t *len)
 }
 
 /* A message of mailbox/uid/date holding one calendar part. */
-static inline struct cal_versions *tc_msg(const char *mbox, uint32_t uid, int64_t date, const char *ics,
-                                   const struct cal_filter *f, struct cal_stats *st)
+static inline struct cal_versions *tc_msg(const char *mbox, uint32_t uid, int64_t date,
+                                          const char *ics, const struct cal_filter *f,
+                                          struct cal_stats *st)
 {
     char url[256];
     snprintf(url, sizeof url, "imap://alice@imap.example.org/%s;UIDVALIDITY=7/;UID=%u", mbox,
@@ -50,14 +51,15 @@ static inline struct cal_versions *tc_msg(const char *mbox, uint32_t uid, int64_
     struct cal_versions *v = cal_versions_new(&o);
     struct cal_stats local = {0};
     char err[256] = "";
-    if (v && ics && cal_versions_add_part(v, ics, strlen(ics), f, st ? st : &local, err,
-                                          sizeof err) < 0)
+    if (v && ics &&
+        cal_versions_add_part(v, ics, strlen(ics), f, st ? st : &local, err, sizeof err) < 0)
         fprintf(stderr, "  add_part: %s\n", err);
     return v;
 }
 
-static inline struct cal_versions *tc_file(const char *mbox, uint32_t uid, int64_t date, const char *name,
-                                    const struct cal_filter *f, struct cal_stats *st)
+static inline struct cal_versions *tc_file(const char *mbox, uint32_t uid, int64_t date,
+                                           const char *name, const struct cal_filter *f,
+                                           struct cal_stats *st)
 {
     size_t len;
     char *text = tc_slurp(name, &len);
@@ -151,8 +153,8 @@ static inline int tc_valid_utf8(const unsigned char *s, size_t n)
  */
 static inline int tc_format_ok(const char *data, size_t len)
 {
-    static const char head[] = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:" CAL_PRODID
-                               "\r\nCALSCALE:GREGORIAN\r\n";
+    static const char head[] =
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:" CAL_PRODID "\r\nCALSCALE:GREGORIAN\r\n";
     static const char tail[] = "END:VCALENDAR\r\n";
     if (len < sizeof head || memcmp(data, head, sizeof head - 1) != 0) {
         fprintf(stderr, "  bad header\n");
