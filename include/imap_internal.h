@@ -16,6 +16,32 @@ struct src_mailbox;
 struct src_listing;
 struct src_part_req;
 
+/*
+ * Limits on what a server may send (imap_guard.c): one literal, the depth
+ * of parentheses in one response line, and all bytes of one operation.
+ * Documented in the man page (LIMITS).
+ */
+#define IMAP_MAX_LITERAL (64u << 20)
+#define IMAP_MAX_NESTING 128
+#define IMAP_OP_BUDGET (1024ull << 20)
+
+enum imap_guard_trip {
+    IMAP_GUARD_OK,
+    IMAP_GUARD_BUDGET,
+    IMAP_GUARD_LITERAL,
+    IMAP_GUARD_NESTING,
+};
+
+struct imap_guard_stats {
+    uint64_t received;    /* bytes from the server on this session */
+    uint64_t op_received; /* ... during the current operation */
+    uint64_t op_budget;
+    int tripped; /* enum imap_guard_trip: why the guard failed a read */
+};
+
+/* Puts the guard under libetpan's stream of imap (after TLS is up). */
+int imap_guard_install(mailimap *imap, struct imap_guard_stats *stats);
+
 struct imap_conn {
     mailimap *imap;         /* NULL until connected, and after a drop */
     char *selected;         /* mailbox EXAMINEd on this session, or NULL */
@@ -23,6 +49,7 @@ struct imap_conn {
     uint32_t exists;        /* EXISTS at EXAMINE time */
     uint64_t highestmodseq; /* 0 without CONDSTORE */
     int busy;               /* taken by a thread (under imap_src.lock) */
+    struct imap_guard_stats guard;
 };
 
 struct imap_src {
@@ -50,8 +77,19 @@ int imap_with_session(struct imap_src *src, imap_op_fn op, void *arg, char *err,
 int imap_conn_ready(struct imap_src *src, struct imap_conn *c, char *err, size_t errlen);
 int imap_conn_examine(struct imap_src *src, struct imap_conn *c, const char *mailbox, int force,
                       char *err, size_t errlen);
+/*
+ * Classifies libetpan's result r of command `what` and writes err. Returns
+ * -EBADMSG when the server's response could not be read (unparseable, or
+ * refused by the guard: the session is dropped, and the caller may bisect
+ * to find the message at fault), -EPIPE when the connection broke (dropped;
+ * worth one retry), -EIO for a NO/BAD answer.
+ */
 int imap_command_failed(struct imap_src *src, struct imap_conn *c, int r, const char *what,
                         char *err, size_t errlen);
+
+/* A fresh session on c with mailbox EXAMINEd again, after a drop. */
+int imap_conn_reopen(struct imap_src *src, struct imap_conn *c, const char *mailbox, char *err,
+                     size_t errlen);
 int imap_sasl_plain_available(void);
 /* Closes a session without LOGOUT (dead, or not worth waiting for). */
 void imap_conn_drop(struct imap_conn *c);

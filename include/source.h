@@ -26,6 +26,7 @@ struct src_mailbox {
 
 struct src_message {
     uint32_t uid;
+    int unreadable;              /* its structure could not be read: skipped, counted */
     int64_t internaldate;        /* seconds since the epoch */
     struct mime_part_list parts; /* its calendar parts; often none */
 };

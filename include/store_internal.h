@@ -46,6 +46,7 @@ struct mbox_snap {
     int64_t dir_mtime;
     uint64_t generation; /* changes whenever the rendered content does */
     unsigned messages;   /* in the mailbox, with or without calendar data */
+    unsigned unreadable; /* messages whose structure could not be read */
     struct cal_stats stats;
 };
 

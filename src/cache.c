@@ -27,7 +27,7 @@
 #include "source.h"
 
 #define MAGIC_PART "ICFSPRT1"
-#define MAGIC_LISTING "ICFSLST1"
+#define MAGIC_LISTING "ICFSLST2"
 #define HEADER_LEN (8 + 8 + 32)
 /* A listing or part beyond this is not ours (or is damaged). */
 #define ENTRY_MAX (512u << 20)
@@ -292,6 +292,7 @@ struct rec_head {
 struct rec_msg {
     uint32_t uid, nparts;
     int64_t internaldate;
+    uint32_t unreadable, pad;
 };
 
 struct rec_part {
@@ -319,7 +320,8 @@ int cache_put_listing(struct cache *c, const char *mailbox, const struct src_lis
     off = sizeof(struct rec_head);
     for (size_t i = 0; i < l->count; i++) {
         const struct src_message *m = &l->msgs[i];
-        struct rec_msg rm = {m->uid, (uint32_t)m->parts.count, m->internaldate};
+        struct rec_msg rm = {m->uid, (uint32_t)m->parts.count, m->internaldate,
+                             (uint32_t)m->unreadable, 0};
 
         memcpy(buf + off, &rm, sizeof rm);
         off += sizeof rm;
@@ -366,6 +368,7 @@ static int decode_listing(const char *buf, size_t len, struct src_listing *out)
             return -ENOENT;
         m->uid = rm.uid;
         m->internaldate = rm.internaldate;
+        m->unreadable = rm.unreadable != 0;
         out->count++;
         if (rm.nparts && (m->parts.parts = calloc(rm.nparts, sizeof *m->parts.parts)) == NULL)
             return -ENOMEM;

@@ -258,9 +258,18 @@ static int session_open(struct imap_src *src, struct imap_conn *c, char *err, si
         mailimap_set_logger(imap, imap_logger, NULL);
     mailimap_set_progress_callback(imap, NULL, progress_ignored, NULL);
     c->imap = imap;
+    memset(&c->guard, 0, sizeof c->guard);
+    c->guard.op_budget = IMAP_OP_BUDGET;
     if ((rc = transport_open(src, imap, err, errlen)) != 0 ||
-        (rc = verify_server(src, imap, err, errlen)) != 0 ||
-        (rc = login(src, imap, err, errlen)) != 0) {
+        (rc = verify_server(src, imap, err, errlen)) != 0) {
+        session_drop(c);
+        return rc;
+    }
+    if (imap_guard_install(imap, &c->guard) != 0) {
+        session_drop(c);
+        return -ENOMEM;
+    }
+    if ((rc = login(src, imap, err, errlen)) != 0) {
         session_drop(c);
         return rc;
     }
@@ -358,22 +367,61 @@ int imap_with_session(struct imap_src *src, imap_op_fn op, void *arg, char *err,
     for (int attempt = 0; attempt < 2; attempt++) {
         if ((rc = imap_conn_ready(src, c, err, errlen)) != 0)
             break;
+        c->guard.op_received = 0;
         rc = op(src, c, arg, err, errlen);
         if (rc != -EPIPE)
             break;
         /* op saw a broken stream and dropped the session: try a new one. */
         log_info("%s: %s; reconnecting", src->host, err);
     }
-    if (rc == -EPIPE)
+    if (rc == -EPIPE || rc == -EBADMSG)
         rc = -EIO;
     conn_release(src, c);
     return rc;
+}
+
+int imap_conn_reopen(struct imap_src *src, struct imap_conn *c, const char *mailbox, char *err,
+                     size_t errlen)
+{
+    int rc;
+
+    session_drop(c);
+    if ((rc = imap_conn_ready(src, c, err, errlen)) != 0)
+        return rc;
+    c->guard.op_received = 0;
+    return imap_conn_examine(src, c, mailbox, 1, err, errlen);
+}
+
+static const char *guard_reason(int tripped)
+{
+    switch (tripped) {
+    case IMAP_GUARD_BUDGET:
+        return "more data than one operation may bring";
+    case IMAP_GUARD_LITERAL:
+        return "a literal larger than 64 MiB";
+    case IMAP_GUARD_NESTING:
+        return "parentheses nested deeper than 128";
+    default:
+        return "unreadable";
+    }
 }
 
 /* Called by operations when libetpan returned r: drops a broken session. */
 int imap_command_failed(struct imap_src *src, struct imap_conn *c, int r, const char *what,
                         char *err, size_t errlen)
 {
+    if (c->imap && c->guard.tripped) {
+        snprintf(err, errlen, "%s: response of %s refused: %s", src->host, what,
+                 guard_reason(c->guard.tripped));
+        c->guard.tripped = 0;
+        session_drop(c);
+        return -EBADMSG;
+    }
+    if (r == MAILIMAP_ERROR_PARSE) {
+        snprintf(err, errlen, "%s: cannot parse the response to %s", src->host, what);
+        session_drop(c);
+        return -EBADMSG;
+    }
     if (session_broken(r)) {
         snprintf(err, errlen, "connection to %s lost during %s (error %d)", src->host, what, r);
         session_drop(c);

@@ -163,6 +163,19 @@ struct listing_arg {
     int rc;
 };
 
+/* Room for one more message in la->out. */
+static int grow_listing(struct listing_arg *a)
+{
+    size_t cap = a->cap ? a->cap * 2 : 256;
+    struct src_message *msgs = realloc(a->out->msgs, cap * sizeof *msgs);
+
+    if (msgs == NULL)
+        return -ENOMEM;
+    a->out->msgs = msgs;
+    a->cap = cap;
+    return 0;
+}
+
 /* Called by libetpan for each FETCH response; nothing is accumulated. */
 static void listing_handler(struct mailimap_msg_att *att, void *ctx)
 {
@@ -191,16 +204,9 @@ static void listing_handler(struct mailimap_msg_att *att, void *ctx)
     /* Unsolicited FETCH responses (flag changes) carry no UID or no body. */
     if (m.uid == 0 || body == NULL || !has_date)
         return;
-    if (a->out->count == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 256;
-        struct src_message *msgs = realloc(a->out->msgs, cap * sizeof *msgs);
-
-        if (msgs == NULL) {
-            a->rc = -ENOMEM;
-            return;
-        }
-        a->out->msgs = msgs;
-        a->cap = cap;
+    if (a->out->count == a->cap && grow_listing(a) != 0) {
+        a->rc = -ENOMEM;
+        return;
     }
     if (mime_find_calendar_parts(body, &m.parts) != 0) {
         a->rc = -ENOMEM;
@@ -344,6 +350,106 @@ static int list_incremental(struct imap_src *src, struct imap_conn *c, struct me
     return rc;
 }
 
+/*
+ * Fetches the structure of uids[lo..hi), halving the range whenever the
+ * server's answer cannot be read, so that one message libetpan cannot parse
+ * costs that message and not the mailbox (notes §0.6). A message that fails
+ * alone is skipped and counted in *broken.
+ */
+static int bisect_structure(struct imap_src *src, struct imap_conn *c, const char *mailbox,
+                            const uint32_t *uids, size_t lo, size_t hi, struct listing_arg *la,
+                            uint32_t *broken, char *err, size_t errlen)
+{
+    struct mailimap_set *set = mailimap_set_new_empty();
+    size_t mid;
+    int rc = 0;
+
+    if (set == NULL)
+        return -ENOMEM;
+    for (size_t i = lo; i < hi && rc == 0; i++)
+        if (mailimap_set_add_single(set, uids[i]) != MAILIMAP_NO_ERROR)
+            rc = -ENOMEM;
+    if (rc == 0) {
+        la->rc = 0;
+        rc = fetch_structure(src, c, set, la, err, errlen);
+    }
+    mailimap_set_free(set);
+    if (rc != -EBADMSG)
+        return rc;
+    if ((rc = imap_conn_reopen(src, c, mailbox, err, errlen)) != 0)
+        return rc;
+    if (hi - lo == 1) {
+        /* Listed without parts, so later syncs know it and do not try again. */
+        log_warn("%s: UID %u skipped: its structure cannot be read", mailbox, uids[lo]);
+        if (la->out->count == la->cap && grow_listing(la) != 0)
+            return -ENOMEM;
+        la->out->msgs[la->out->count++] = (struct src_message){.uid = uids[lo], .unreadable = 1};
+        (*broken)++;
+        return 0;
+    }
+    mid = lo + (hi - lo) / 2;
+    if ((rc = bisect_structure(src, c, mailbox, uids, lo, mid, la, broken, err, errlen)) != 0)
+        return rc;
+    return bisect_structure(src, c, mailbox, uids, mid, hi, la, broken, err, errlen);
+}
+
+/*
+ * The listing after an unreadable answer: start again on a new session,
+ * keep what is known, and bisect over the rest.
+ */
+static int list_by_bisection(struct imap_src *src, struct imap_conn *c, struct messages_arg *ma,
+                             struct listing_arg *la, char *err, size_t errlen)
+{
+    uint32_t *uids = NULL, *need = NULL, broken = 0;
+    size_t n = 0, nneed = 0;
+    int rc;
+
+    log_warn("%s: %s; looking for the message at fault", ma->mailbox, err);
+    for (size_t i = 0; i < ma->out->count; i++)
+        mime_part_list_free(&ma->out->msgs[i].parts);
+    ma->out->count = 0;
+    if ((rc = imap_conn_reopen(src, c, ma->mailbox, err, errlen)) != 0 ||
+        (rc = search_uids(src, c, &uids, &n, err, errlen)) != 0)
+        goto out;
+    if ((need = malloc((n ? n : 1) * sizeof *need)) == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct src_message *m = ma->known ? known_message(ma->known, uids[i]) : NULL;
+
+        if (m == NULL)
+            need[nneed++] = uids[i];
+        else if (la->out->count < la->cap || grow_listing(la) == 0) {
+            if ((rc = source_message_copy(m, &la->out->msgs[la->out->count])) != 0)
+                goto out;
+            la->out->count++;
+        }
+    }
+    if (nneed)
+        rc = bisect_structure(src, c, ma->mailbox, need, 0, nneed, la, &broken, err, errlen);
+out:
+    free(uids);
+    free(need);
+    return rc;
+}
+
+/* Sorts by UID and drops repeats (a chunk that failed half-way may have delivered some). */
+static void listing_sort_unique(struct src_listing *l)
+{
+    size_t w = 0;
+
+    qsort(l->msgs, l->count, sizeof *l->msgs, compare_message);
+    for (size_t r = 0; r < l->count; r++) {
+        if (w > 0 && l->msgs[w - 1].uid == l->msgs[r].uid) {
+            mime_part_list_free(&l->msgs[r].parts);
+            continue;
+        }
+        l->msgs[w++] = l->msgs[r];
+    }
+    l->count = w;
+}
+
 static int messages_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err,
                        size_t errlen)
 {
@@ -382,8 +488,10 @@ static int messages_op(struct imap_src *src, struct imap_conn *c, void *arg, cha
         rc = fetch_structure(src, c, set, &la, err, errlen);
         mailimap_set_free(set);
     }
+    if (rc == -EBADMSG)
+        rc = list_by_bisection(src, c, ma, &la, err, errlen);
     if (rc == 0)
-        qsort(ma->out->msgs, ma->out->count, sizeof *ma->out->msgs, compare_message);
+        listing_sort_unique(ma->out);
     return rc;
 }
 
@@ -543,6 +651,37 @@ out:
     return rc;
 }
 
+/*
+ * Fetches the requests order[lo..hi) (one section), halving on an
+ * unreadable answer; a part that fails alone is skipped (never reported to
+ * the caller, which counts it as missing).
+ */
+static int bisect_parts(struct imap_src *src, struct imap_conn *c, struct parts_arg *a, size_t lo,
+                        size_t hi, char *err, size_t errlen)
+{
+    size_t mid;
+    int rc;
+
+    a->lo = lo;
+    a->hi = hi;
+    a->rc = 0;
+    if ((rc = fetch_chunk(src, c, a, err, errlen)) != -EBADMSG)
+        return rc;
+    if ((rc = imap_conn_reopen(src, c, a->mailbox, err, errlen)) != 0)
+        return rc;
+    if (c->uidvalidity != a->uidvalidity)
+        return -ESTALE;
+    if (hi - lo == 1) {
+        log_warn("%s: UID %u part %s skipped: %s", a->mailbox, a->reqs[a->order[lo]].uid,
+                 a->reqs[a->order[lo]].section, err);
+        return 0;
+    }
+    mid = lo + (hi - lo) / 2;
+    if ((rc = bisect_parts(src, c, a, lo, mid, err, errlen)) != 0)
+        return rc;
+    return bisect_parts(src, c, a, mid, hi, err, errlen);
+}
+
 static int parts_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err, size_t errlen)
 {
     struct parts_arg *a = arg;
@@ -561,10 +700,7 @@ static int parts_op(struct imap_src *src, struct imap_conn *c, void *arg, char *
         while (hi < a->n && hi - lo < FETCH_CHUNK &&
                strcmp(a->reqs[a->order[hi]].section, section) == 0)
             hi++;
-        a->lo = lo;
-        a->hi = hi;
-        a->rc = 0;
-        if ((rc = fetch_chunk(src, c, a, err, errlen)) != 0)
+        if ((rc = bisect_parts(src, c, a, lo, hi, err, errlen)) != 0)
             return rc;
         lo = hi;
     }

@@ -48,9 +48,10 @@ static void status_line(struct mbox *m, FILE *f)
         fprintf(f, "not synced yet");
     else
         fprintf(f, "%s, last sync %s, %u messages, %zu with calendar data, %zu events, "
-                   "%u calendar parts, %u skipped, %u warnings",
+                   "%u calendar parts, %u skipped, %u warnings, %u unreadable messages",
                 fresh ? "ok" : "stale", when, snap->messages, snap->nmsgs, snap->nfiles,
-                snap->stats.parts, snap->stats.parts_bad, snap->stats.warnings);
+                snap->stats.parts, snap->stats.parts_bad, snap->stats.warnings,
+                snap->unreadable);
     fprintf(f, ", last error: %s\n", error);
     mbox_snap_unref(snap);
 }

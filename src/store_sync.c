@@ -349,6 +349,12 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
     /* Offline, what the cache lacks is simply not shown yet. */
     if (rc == 0 && nreqs && !offline)
         rc = fetch_missing(&fc, nreqs, err, errlen);
+    /* A part the source could not deliver (unreadable answer) is skipped. */
+    for (size_t i = 0; rc == 0 && !offline && i < fc.n; i++)
+        if (!fc.seen[i]) {
+            fc.meta[i].mv->stats.parts++;
+            fc.meta[i].mv->stats.parts_bad++;
+        }
 out:
     free(fc.meta);
     free(fc.reqs);
@@ -542,6 +548,8 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
     atomic_init(&snap->refs, 1);
     snap->uidvalidity = l.uidvalidity;
     snap->messages = (unsigned)l.count;
+    for (size_t i = 0; i < l.count; i++)
+        snap->unreadable += l.msgs[i].unreadable != 0;
     for (size_t i = 0; i < l.count; i++)
         newest = l.msgs[i].internaldate > newest ? l.msgs[i].internaldate : newest;
     if ((rc = collect_versions(s, m, old, &l, snap, offline, err, errlen)) != 0 ||
