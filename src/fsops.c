@@ -196,8 +196,15 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     if ((rc = store_open(ctx_fsops()->store, path, &b)) != 0)
         return rc;
     fi->fh = (uint64_t)(uintptr_t)b;
-    /* Generated on open, size unknown before: let the kernel read to EOF. */
-    fi->direct_io = a.kind == STORE_DYNAMIC;
+    /*
+     * Every read comes to us, from the bytes this open holds. The kernel's
+     * page cache is per inode and shared by all open files: a reader that
+     * opened before a sync would fill it with old bytes that a reader
+     * opening after it could then get, whole or mixed with new ones. The
+     * bytes are in memory, so this costs a copy, not a fetch. (.status and
+     * .refresh need it anyway: their size is unknown before they are made.)
+     */
+    fi->direct_io = 1;
     fi->keep_cache = 0;
     return 0;
 }
