@@ -155,6 +155,9 @@ static void source_url(const struct opts *o, const struct mbox *m, uint32_t uidv
 
 /* ---- fetching and parsing the parts of new messages ------------------ */
 
+/* base64 of CAL_MAX_PART_BYTES, with room for line breaks. */
+#define PART_MAX_ENCODED ((uint32_t)(CAL_MAX_PART_BYTES / 3 * 4 + CAL_MAX_PART_BYTES / 38 + 4096))
+
 struct part_meta {
     struct msgver *mv;
     const struct mime_part *part;
@@ -339,9 +342,18 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
             goto out;
         }
         snap->msgs[snap->nmsgs++] = mv;
-        for (size_t p = 0; p < msg->parts.count; p++, k++) {
+        for (size_t p = 0; p < msg->parts.count; p++) {
+            /* Too big to be an invitation once decoded: not worth the download. */
+            if (msg->parts.parts[p].size > PART_MAX_ENCODED) {
+                log_warn("%s: UID %u part %s skipped: %u bytes", m->display, msg->uid,
+                         msg->parts.parts[p].section, msg->parts.parts[p].size);
+                mv->stats.parts++;
+                mv->stats.parts_bad++;
+                continue;
+            }
             fc.meta[k] = (struct part_meta){mv, &msg->parts.parts[p], msg->uid};
             fc.reqs[k] = (struct src_part_req){msg->uid, msg->parts.parts[p].section};
+            k++;
         }
     }
     fc.n = k;
