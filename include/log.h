@@ -14,6 +14,8 @@
 void log_init(const char *progname);
 void log_set_debug(int on);
 int log_debug_enabled(void);
+/* Quiet: only errors (LOG_ERR and worse) are written. */
+void log_set_quiet(int on);
 /* From now on write to syslog (after fuse_daemonize pointed stderr at /dev/null). */
 void log_use_syslog(void);
 

@@ -93,6 +93,7 @@ struct store {
     struct tree *tree;
     struct timespec tree_at;
     int tree_attempted;
+    unsigned tree_failures; /* failed LISTs in a row: spaces out the retries */
     char tree_error[256];
     pthread_mutex_t tree_sync_lock; /* one LIST at a time */
 
@@ -117,6 +118,13 @@ struct tree *store_tree_get(struct store *s, int force, int *err);
 void store_tree_unref(struct tree *t);
 int store_is_fresh(const struct store *s, const struct timespec *at, int attempted);
 uint64_t store_ino(const char *path);
+double store_retry_after(unsigned failures);
+double store_seconds_since(const struct timespec *t);
+/*
+ * True while the last LIST failed and its retry is not due: the server is
+ * taken to be unreachable, and why says what went wrong.
+ */
+int store_source_down(struct store *s, char *why, size_t whylen);
 
 /* store_sync.c */
 struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *err);

@@ -2,8 +2,8 @@
  * creds.c — where the password comes from (the second half of opts.h).
  *
  * Sources, first match wins: passcmd, passfile, $IMAPCALFS_PASSWORD, the
- * terminal. The password never passes through argv or a child's
- * environment, and is wiped from memory when freed.
+ * config file, the terminal. The password never passes through argv or a
+ * child's environment, and is wiped from memory when freed.
  */
 #include "opts.h"
 
@@ -19,6 +19,9 @@
 #include <unistd.h>
 
 #define PASSWORD_MAX 8192
+#define ENV_PASSWORD "IMAPCALFS_PASSWORD"
+
+extern char **environ;
 
 /* Reads up to the first newline (or EOF) from fd into a malloc'd string. */
 static char *read_first_line(int fd, int *truncated)
@@ -82,6 +85,17 @@ static char *from_passfile(const char *path, char *err, size_t errlen)
     return pw;
 }
 
+/* Reads fd to its end, wiping what it read. */
+static void drain(int fd)
+{
+    char buf[512];
+    ssize_t n;
+
+    while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+        ;
+    explicit_bzero(buf, sizeof buf);
+}
+
 /*
  * Runs "sh -c CMD" with stdout on a pipe, like mbsync's PassCmd. The child
  * gets no IMAPCALFS_PASSWORD in its environment.
@@ -105,13 +119,19 @@ static char *from_passcmd(const char *cmd, char *err, size_t errlen)
     }
     if (pid == 0) {
         dup2(pipefd[1], STDOUT_FILENO);
-        unsetenv("IMAPCALFS_PASSWORD");
+        unsetenv(ENV_PASSWORD); /* already gone from ours; never to a child */
         signal(SIGPIPE, SIG_DFL);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
     close(pipefd[1]);
     pw = read_first_line(pipefd[0], &truncated);
+    /*
+     * Read what follows the first line too (pass(1) prints metadata after
+     * the password): closing the pipe early would kill the command with
+     * SIGPIPE and fail the mount at random.
+     */
+    drain(pipefd[0]);
     close(pipefd[0]);
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
@@ -133,52 +153,88 @@ static char *from_passcmd(const char *cmd, char *err, size_t errlen)
 static char *from_terminal(const struct opts *o, char *err, size_t errlen)
 {
     struct termios old, quiet;
-    int fd, truncated;
+    int fd, truncated, restore = 0;
     char *pw;
 
     fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         snprintf(err, errlen,
-                 "no password: use -o passfile=FILE, -o passcmd=CMD or IMAPCALFS_PASSWORD "
-                 "(no terminal to ask on)");
+                 "no password for %s: use -o passfile=FILE, -o passcmd=CMD, IMAPCALFS_PASSWORD "
+                 "or a password in the config file (no terminal to ask on)",
+                 opts_account(o));
         return NULL;
     }
-    dprintf(fd, "Password for %s: ", opts_account(o));
+    /* Echo goes off before the prompt shows: nothing typed after it is echoed. */
     if (tcgetattr(fd, &old) == 0) {
         quiet = old;
         quiet.c_lflag &= ~(tcflag_t)ECHO;
-        tcsetattr(fd, TCSAFLUSH, &quiet);
+        quiet.c_lflag |= ECHONL;
+        restore = tcsetattr(fd, TCSAFLUSH, &quiet) == 0;
     }
+    dprintf(fd, "Password for %s: ", opts_account(o));
     pw = read_first_line(fd, &truncated);
-    tcsetattr(fd, TCSAFLUSH, &old);
-    dprintf(fd, "\n");
+    if (restore)
+        tcsetattr(fd, TCSAFLUSH, &old);
+    else
+        dprintf(fd, "\n");
     close(fd);
+    if (pw && pw[0] == '\0') {
+        snprintf(err, errlen, "no password entered for %s", opts_account(o));
+        opts_password_free(pw);
+        return NULL;
+    }
+    if (pw == NULL)
+        snprintf(err, errlen, "out of memory");
     return pw;
+}
+
+/*
+ * Takes $IMAPCALFS_PASSWORD out of the environment: a copy (or NULL when it
+ * is not set), then the value overwritten where it lies. unsetenv() alone
+ * only drops the pointer; the bytes would stay in the initial environment
+ * block, which /proc/PID/environ shows to the user's other processes.
+ */
+static char *take_env_password(int *oom)
+{
+    const size_t n = strlen(ENV_PASSWORD);
+    const char *value = getenv(ENV_PASSWORD);
+    char *copy = NULL;
+
+    *oom = 0;
+    if (value && (copy = strdup(value)) == NULL)
+        *oom = 1;
+    for (char **e = environ; e && *e; e++)
+        if (strncmp(*e, ENV_PASSWORD, n) == 0 && (*e)[n] == '=')
+            explicit_bzero(*e + n + 1, strlen(*e + n + 1));
+    unsetenv(ENV_PASSWORD);
+    return copy;
 }
 
 char *opts_password(const struct opts *o, char *err, size_t errlen)
 {
-    const char *env = getenv("IMAPCALFS_PASSWORD");
+    int oom;
+    /* Taken whichever source wins: it must not linger for children or /proc. */
+    char *env = take_env_password(&oom);
     char *pw;
 
-    if (o->passcmd)
-        return from_passcmd(o->passcmd, err, errlen);
-    if (o->passfile)
-        return from_passfile(o->passfile, err, errlen);
-    if (env) {
-        pw = strdup(env);
-        /* Children (passcmd of a later reconnect, sh) must not inherit it. */
-        unsetenv("IMAPCALFS_PASSWORD");
-        if (pw == NULL)
-            snprintf(err, errlen, "out of memory");
-        return pw;
+    if (oom) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
     }
-    if (o->config_password) {
+    if (o->passcmd)
+        pw = from_passcmd(o->passcmd, err, errlen);
+    else if (o->passfile)
+        pw = from_passfile(o->passfile, err, errlen);
+    else if (env) {
+        pw = env;
+        env = NULL;
+    } else if (o->config_password) {
         if ((pw = strdup(o->config_password)) == NULL)
             snprintf(err, errlen, "out of memory");
-        return pw;
-    }
-    return from_terminal(o, err, errlen);
+    } else
+        pw = from_terminal(o, err, errlen);
+    opts_password_free(env);
+    return pw;
 }
 
 void opts_password_free(char *password)

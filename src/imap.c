@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "imap_internal.h"
 #include "log.h"
@@ -75,11 +76,6 @@ static void progress_ignored(size_t current, size_t maximum, void *ctx)
     (void)current;
     (void)maximum;
     (void)ctx;
-}
-
-static void sni_callback(struct mailstream_ssl_context *c, void *host)
-{
-    mailstream_ssl_set_server_name(c, host);
 }
 
 /* Closes without LOGOUT: the session is dead or must not be used again. */
@@ -158,81 +154,159 @@ static int refresh_capabilities(mailimap *imap)
 
 static int connect_error(struct imap_src *src, int r, char *err, size_t errlen)
 {
-    switch (r) {
-    case MAILIMAP_ERROR_CONNECTION_REFUSED:
+    if (r == MAILIMAP_ERROR_CONNECTION_REFUSED) {
         snprintf(err, errlen, "cannot connect to %s port %u: connection refused or unreachable",
                  src->host, src->port);
         return -ECONNREFUSED;
-    case MAILIMAP_ERROR_SSL:
-        snprintf(err, errlen, "TLS handshake with %s port %u failed", src->host, src->port);
-        return -EPERM;
-    default:
-        snprintf(err, errlen, "cannot talk to %s port %u: no IMAP greeting (error %d)", src->host,
-                 src->port, r);
-        return -EIO;
     }
+    snprintf(err, errlen, "cannot talk to %s port %u: no IMAP greeting (error %d)", src->host,
+             src->port, r);
+    return -EIO;
 }
 
-static int transport_open(struct imap_src *src, mailimap *imap, char *err, size_t errlen)
+/*
+ * TLS is ours (tls.c: OpenSSL, TLS 1.2 or newer, verified before the first
+ * byte of IMAP), never libetpan's GnuTLS, which would accept TLS 1.0.
+ */
+static int implicit_tls_open(struct imap_src *src, mailimap *imap, const struct tls_peer *peer,
+                             char *err, size_t errlen)
 {
-    void *sni = tls_host_is_ip(src->host) ? NULL : src->host;
+    mailstream_low *low;
+    mailstream *stream;
+    int fd, r;
+
+    if ((fd = tls_connect_tcp(src->host, src->port, src->timeout, err, errlen)) < 0)
+        return fd;
+    if ((low = tls_stream_open(fd, peer, err, errlen)) == NULL) {
+        close(fd);
+        return -EPERM;
+    }
+    if ((stream = mailstream_new(low, 8192)) == NULL) {
+        mailstream_low_close(low);
+        mailstream_low_free(low);
+        return -ENOMEM;
+    }
+    /* The session owns the stream from here, also when the greeting fails. */
+    r = mailimap_connect(imap, stream);
+    if (r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED && r != MAILIMAP_NO_ERROR_AUTHENTICATED)
+        return connect_error(src, r, err, errlen);
+    return 0;
+}
+
+/*
+ * Plain connect, STARTTLS (required: no fallback to plaintext), then our TLS
+ * on the same socket in place of libetpan's plain driver. libetpan's
+ * mailimap_starttls() refuses bytes sent after the OK (CVE-2020-15953).
+ */
+static int starttls_open(struct imap_src *src, mailimap *imap, const struct tls_peer *peer,
+                         char *err, size_t errlen)
+{
+    mailstream_low *plain, *low;
     int r;
 
-    if (!src->starttls) {
-        r = sni ? mailimap_ssl_connect_with_callback(imap, src->host, (uint16_t)src->port,
-                                                     sni_callback, sni)
-                : mailimap_ssl_connect(imap, src->host, (uint16_t)src->port);
-        if (r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED && r != MAILIMAP_NO_ERROR_AUTHENTICATED)
-            return connect_error(src, r, err, errlen);
-        return 0;
-    }
     r = mailimap_socket_connect(imap, src->host, (uint16_t)src->port);
     if (r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED && r != MAILIMAP_NO_ERROR_AUTHENTICATED)
         return connect_error(src, r, err, errlen);
     if (refresh_capabilities(imap) != MAILIMAP_NO_ERROR ||
         !mailimap_has_extension(imap, "STARTTLS")) {
         snprintf(err, errlen,
-                 "%s port %u does not offer STARTTLS; refusing to continue without TLS",
-                 src->host, src->port);
+                 "%s port %u does not offer STARTTLS; refusing to continue without TLS", src->host,
+                 src->port);
         return -EPERM;
     }
-    r = sni ? mailimap_socket_starttls_with_callback(imap, sni_callback, sni)
-            : mailimap_socket_starttls(imap);
-    if (r != MAILIMAP_NO_ERROR) {
-        snprintf(err, errlen, "STARTTLS with %s port %u failed", src->host, src->port);
+    if ((r = mailimap_starttls(imap)) != MAILIMAP_NO_ERROR) {
+        snprintf(err, errlen, "STARTTLS with %s port %u failed (error %d)", src->host, src->port,
+                 r);
         return -EPERM;
     }
+    plain = mailstream_get_low(imap->imap_stream);
+    if ((low = tls_stream_open(mailstream_low_get_fd(plain), peer, err, errlen)) == NULL)
+        return -EPERM; /* the plain stream still owns the socket */
+    /* Frees the plain driver, not the socket, which the TLS driver now owns. */
+    mailstream_low_free(plain);
+    mailstream_set_low(imap->imap_stream, low);
     return 0;
+}
+
+static int transport_open(struct imap_src *src, mailimap *imap, char *err, size_t errlen)
+{
+    struct tls_peer peer = {src->host, src->cafile, src->capath, src->timeout};
+
+    return src->starttls ? starttls_open(src, imap, &peer, err, errlen)
+                         : implicit_tls_open(src, imap, &peer, err, errlen);
+}
+
+enum login_method {
+    LOGIN_COMMAND,
+    LOGIN_SASL_PLAIN,
+    LOGIN_XOAUTH2,
+};
+
+static const char *const login_method_names[] = {"LOGIN", "AUTHENTICATE PLAIN",
+                                                 "AUTHENTICATE XOAUTH2"};
+
+/*
+ * Picks how to log in from auth= and what the server offers: AUTHENTICATE
+ * PLAIN when offered (RFC 4616; through Cyrus SASL, which needs its PLAIN
+ * module), else LOGIN, never LOGIN under LOGINDISABLED (RFC 3501 §6.2.3).
+ */
+static int login_method(struct imap_src *src, mailimap *imap, char *err, size_t errlen)
+{
+    int plain = mailimap_has_authentication(imap, "PLAIN");
+    int login_ok = !mailimap_has_extension(imap, "LOGINDISABLED");
+    const char *want = src->auth;
+
+    if (want && strcmp(want, "xoauth2") == 0) {
+        if (!mailimap_has_authentication(imap, "XOAUTH2")) {
+            snprintf(err, errlen, "%s does not offer AUTH=XOAUTH2 (auth=xoauth2)", src->host);
+            return -EACCES;
+        }
+        return LOGIN_XOAUTH2;
+    }
+    if ((want && strcmp(want, "plain") == 0) || (want == NULL && plain && !login_ok)) {
+        if (!plain) {
+            snprintf(err, errlen, "%s does not offer AUTH=PLAIN (auth=plain)", src->host);
+            return -EACCES;
+        }
+        if (!src->sasl_plain_ok) {
+            snprintf(err, errlen,
+                     "AUTHENTICATE PLAIN needs Cyrus SASL's PLAIN module (libsasl2-modules)");
+            return -EACCES;
+        }
+        return LOGIN_SASL_PLAIN;
+    }
+    if (want == NULL && plain && src->sasl_plain_ok)
+        return LOGIN_SASL_PLAIN;
+    if (!login_ok) {
+        snprintf(err, errlen, "%s refuses LOGIN (LOGINDISABLED)%s", src->host,
+                 want ? "" : " and offers no AUTH=PLAIN");
+        return -EACCES;
+    }
+    return LOGIN_COMMAND;
 }
 
 static int login(struct imap_src *src, mailimap *imap, char *err, size_t errlen)
 {
-    int r;
     const char *how;
+    int r, method;
 
     /* The greeting's capabilities may be pre-TLS or partial: ask again. */
     if ((r = refresh_capabilities(imap)) != MAILIMAP_NO_ERROR) {
         snprintf(err, errlen, "CAPABILITY failed on %s (error %d)", src->host, r);
         return -EIO;
     }
-    if (src->auth && strcmp(src->auth, "xoauth2") == 0) {
-        how = "XOAUTH2";
+    if ((method = login_method(src, imap, err, errlen)) < 0)
+        return method;
+    how = login_method_names[method];
+    /* The protocol trace masks the command itself (imap_logger). */
+    log_debug("logging in to %s as %s with %s", src->host, src->user, how);
+    if (method == LOGIN_XOAUTH2)
         r = mailimap_oauth2_authenticate(imap, src->user, src->password);
-    } else if ((src->auth && strcmp(src->auth, "plain") == 0) ||
-               (src->auth == NULL && mailimap_has_authentication(imap, "PLAIN") &&
-                src->sasl_plain_ok)) {
-        how = "AUTHENTICATE PLAIN";
+    else if (method == LOGIN_SASL_PLAIN)
         r = mailimap_authenticate(imap, "PLAIN", src->host, NULL, NULL, src->user, src->user,
                                   src->password, NULL);
-    } else {
-        how = "LOGIN";
-        if (mailimap_has_extension(imap, "LOGINDISABLED")) {
-            snprintf(err, errlen, "%s refuses LOGIN (LOGINDISABLED); try -o auth=plain",
-                     src->host);
-            return -EACCES;
-        }
+    else
         r = mailimap_login(imap, src->user, src->password);
-    }
     if (r == MAILIMAP_NO_ERROR)
         return 0;
     if (session_broken(r)) {
@@ -434,8 +508,7 @@ int imap_command_failed(struct imap_src *src, struct imap_conn *c, int r, const 
 
 /* ---- driver operations ------------------------------------------------- */
 
-static int check_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err,
-                    size_t errlen)
+static int check_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err, size_t errlen)
 {
     (void)src;
     (void)arg;

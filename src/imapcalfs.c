@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,18 +25,17 @@
 #include "opts.h"
 #include "source.h"
 #include "store.h"
-
-#define IMAPCALFS_VERSION "0.1"
+#include "version.h"
 
 /*
- * Tells systemd (Type=notify) that the mount is live: one datagram to
- * $NOTIFY_SOCKET (sd_notify(3) protocol, without libsystemd).
+ * Tells systemd (Type=notify) about the service's state: one datagram to
+ * $NOTIFY_SOCKET (the sd_notify(3) protocol, without libsystemd). "READY=1"
+ * once the mount is live, "STOPPING=1" when it is being taken down.
  */
-static void notify_ready(void)
+static void notify(const char *msg)
 {
     const char *path = getenv("NOTIFY_SOCKET");
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    const char msg[] = "READY=1";
     socklen_t len;
     int fd;
 
@@ -47,8 +47,8 @@ static void notify_ready(void)
     len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
     if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
         return;
-    if (sendto(fd, msg, sizeof msg - 1, 0, (struct sockaddr *)&sa, len) < 0)
-        log_warn("cannot notify systemd: %s", strerror(errno));
+    if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa, len) < 0)
+        log_warn("cannot notify systemd (%s): %s", msg, strerror(errno));
     close(fd);
 }
 
@@ -163,8 +163,7 @@ int main(int argc, char **argv)
         rc = usage_error("out of memory");
         goto out;
     }
-    if ((fuse = fuse_new(&args, fsops_operations(), sizeof(struct fuse_operations), fs)) ==
-        NULL) {
+    if ((fuse = fuse_new(&args, fsops_operations(), sizeof(struct fuse_operations), fs)) == NULL) {
         rc = usage_error("cannot set up FUSE (see the message above)");
         goto out;
     }
@@ -186,9 +185,11 @@ int main(int argc, char **argv)
     }
     handlers = 1;
     log_info("%s mounted on %s", opts_account(&o), o.mountpoint);
-    notify_ready();
+    notify("READY=1");
     /* The loop returns the signal number after SIGTERM/SIGINT: a clean end. */
     rc = serve(fuse, &o) < 0 ? 1 : 0;
+    notify("STOPPING=1");
+    log_info("stopping: %s on %s", opts_account(&o), o.mountpoint);
 out:
     if (handlers)
         fuse_remove_signal_handlers(fuse_get_session(fuse));

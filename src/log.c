@@ -9,6 +9,7 @@
 static const char *log_progname = "imapcalfs";
 static atomic_int log_debug_on;
 static atomic_int log_to_syslog;
+static atomic_int log_quiet;
 
 void log_init(const char *progname)
 {
@@ -27,6 +28,11 @@ int log_debug_enabled(void)
     return atomic_load(&log_debug_on);
 }
 
+void log_set_quiet(int on)
+{
+    atomic_store(&log_quiet, on);
+}
+
 void log_use_syslog(void)
 {
     openlog(log_progname, LOG_PID, LOG_DAEMON);
@@ -42,6 +48,8 @@ void log_msg(int priority, const char *fmt, ...)
     char line[2048];
     va_list ap;
 
+    if (atomic_load(&log_quiet) && priority > LOG_ERR)
+        return;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);

@@ -257,7 +257,7 @@ static int uids_from_dovecot(const char *dir, struct md_file *files, size_t n, u
             continue;
         colon[1 + strcspn(colon + 1, "\n")] = '\0';
         key.base = colon + 1;
-        hit = bsearch(&key, files, n, sizeof key, compare_base);
+        hit = n ? bsearch(&key, files, n, sizeof key, compare_base) : NULL; /* files may be NULL */
         if (hit && hit->uid == 0) {
             hit->uid = uid;
             assigned++;
@@ -470,7 +470,7 @@ static int md_fetch_parts(struct source *s, const char *mailbox, uint32_t uidval
         char *buf, *part;
         size_t len, plen;
 
-        f = bsearch(&key, files, nfiles, sizeof key, compare_uid);
+        f = nfiles ? bsearch(&key, files, nfiles, sizeof key, compare_uid) : NULL;
         if (f == NULL || read_file(f->path, &buf, &len) != 0)
             continue;
         if (mime_extract_section(buf, len, reqs[i].section, &part, &plen) == 0) {

@@ -33,6 +33,61 @@ int store_is_fresh(const struct store *s, const struct timespec *at, int attempt
     return age < (double)s->o->ttl;
 }
 
+/*
+ * After n failed attempts in a row, wait this long before asking the
+ * server again (1, 2, 4 ... 64 s), so a dead server is not hammered on
+ * every access and readers do not wait a timeout each time.
+ */
+double store_retry_after(unsigned failures)
+{
+    return failures == 0 ? 0 : (double)(1u << (failures > 7 ? 6 : failures - 1));
+}
+
+double store_seconds_since(const struct timespec *t)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Under s->lock: the last LIST failed and its retry is not due yet. */
+static int tree_backing_off(const struct store *s)
+{
+    return s->tree_failures &&
+           store_seconds_since(&s->tree_at) < store_retry_after(s->tree_failures);
+}
+
+/*
+ * Under s->lock: can a reader be answered without a LIST? Then *t is the
+ * current tree with a reference, or NULL while a failed LIST backs off
+ * and there is no tree at all (the reader gets EIO at once).
+ */
+static int tree_answer(struct store *s, int force, struct tree **t)
+{
+    if (force)
+        return 0;
+    if (s->tree ? !tree_backing_off(s) && !store_is_fresh(s, &s->tree_at, s->tree_attempted)
+                : !tree_backing_off(s))
+        return 0;
+    *t = s->tree;
+    if (*t)
+        atomic_fetch_add(&(*t)->refs, 1);
+    return 1;
+}
+
+int store_source_down(struct store *s, char *why, size_t whylen)
+{
+    int down;
+
+    pthread_mutex_lock(&s->lock);
+    down = tree_backing_off(s);
+    if (down)
+        snprintf(why, whylen, "%s", s->tree_error);
+    pthread_mutex_unlock(&s->lock);
+    return down;
+}
+
 /* A stable inode number for a path (FNV-1a); the root is 1. */
 uint64_t store_ino(const char *path)
 {
@@ -233,7 +288,8 @@ fail:
 
 /*
  * The current tree, from a new LIST when it is older than ttl (or force).
- * A failed LIST keeps the old tree (stale); with none at all, *err = -EIO.
+ * A failed LIST keeps the old tree (stale), and the next LIST waits for
+ * the back-off; with no tree at all, *err = -EIO.
  */
 struct tree *store_tree_get(struct store *s, int force, int *errp)
 {
@@ -244,21 +300,21 @@ struct tree *store_tree_get(struct store *s, int force, int *errp)
     int rc;
 
     pthread_mutex_lock(&s->lock);
-    if (s->tree && !force && store_is_fresh(s, &s->tree_at, s->tree_attempted)) {
-        t = s->tree;
-        atomic_fetch_add(&t->refs, 1);
+    if (tree_answer(s, force, &t)) {
         pthread_mutex_unlock(&s->lock);
+        if (t == NULL)
+            *errp = -EIO;
         return t;
     }
     pthread_mutex_unlock(&s->lock);
 
     pthread_mutex_lock(&s->tree_sync_lock);
     pthread_mutex_lock(&s->lock);
-    if (s->tree && !force && store_is_fresh(s, &s->tree_at, s->tree_attempted)) {
-        t = s->tree;
-        atomic_fetch_add(&t->refs, 1);
+    if (tree_answer(s, force, &t)) {
         pthread_mutex_unlock(&s->lock);
         pthread_mutex_unlock(&s->tree_sync_lock);
+        if (t == NULL)
+            *errp = -EIO;
         return t;
     }
     pthread_mutex_unlock(&s->lock);
@@ -274,8 +330,10 @@ struct tree *store_tree_get(struct store *s, int force, int *errp)
 
         s->tree = t;
         s->tree_error[0] = '\0';
+        s->tree_failures = 0;
         store_tree_unref(old);
     } else {
+        s->tree_failures++;
         snprintf(s->tree_error, sizeof s->tree_error, "%s", err[0] ? err : strerror(-rc));
         log_warn("listing the mailboxes failed: %s", s->tree_error);
     }

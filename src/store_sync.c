@@ -635,30 +635,13 @@ static void maybe_watch(struct store *s, struct mbox *m)
         log_warn("%s: cannot watch for changes: %s", m->display, strerror(-rc));
 }
 
-/*
- * After n failed syncs in a row, wait this long before asking again
- * (1, 2, 4 ... 64 s), so a dead server is not hammered on every access.
- */
-static double retry_after(unsigned failures)
-{
-    return failures == 0 ? 0 : (double)(1u << (failures > 7 ? 6 : failures - 1));
-}
-
-static double seconds_since(const struct timespec *t)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
-}
-
 /* Under m->lock: may the current snapshot be served without a sync? */
 static int mbox_fresh(const struct store *s, const struct mbox *m)
 {
     if (m->snap == NULL)
         return 0;
     if (m->failures)
-        return seconds_since(&m->synced_at) < retry_after(m->failures);
+        return store_seconds_since(&m->synced_at) < store_retry_after(m->failures);
     return store_is_fresh(s, &m->synced_at, m->attempted);
 }
 
@@ -673,12 +656,24 @@ static int mbox_fresh(const struct store *s, const struct mbox *m)
 struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp)
 {
     struct mbox_snap *snap;
-    char err[256];
+    char err[256], down[256];
     int rc;
+    /*
+     * The server failed to answer the mailbox list moments ago (and the
+     * retry is not due yet): asking it again now would make this reader
+     * wait another timeout for nothing. .refresh (force) still asks.
+     */
+    int unreachable = !force && store_source_down(s, down, sizeof down);
 
     pthread_mutex_lock(&m->lock);
     if (!force && mbox_fresh(s, m)) {
         snap = snap_ref(m->snap);
+        pthread_mutex_unlock(&m->lock);
+        return snap;
+    }
+    if (unreachable && m->snap) {
+        snprintf(m->last_error, sizeof m->last_error, "%s", down);
+        snap = snap_ref(m->snap); /* stale, and .status says why */
         pthread_mutex_unlock(&m->lock);
         return snap;
     }
@@ -693,7 +688,7 @@ struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp
         pthread_mutex_lock(&m->lock);
     }
     /* Another reader may have synced while we waited for the sync lock. */
-    if (!force && mbox_fresh(s, m)) {
+    if (!force && (mbox_fresh(s, m) || (unreachable && m->snap))) {
         snap = snap_ref(m->snap);
         pthread_mutex_unlock(&m->lock);
         pthread_mutex_unlock(&m->sync_lock);
@@ -701,7 +696,11 @@ struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp
     }
     pthread_mutex_unlock(&m->lock);
     err[0] = '\0';
-    rc = mbox_sync(s, m, 0, err, sizeof err);
+    if (unreachable) {
+        rc = -EIO;
+        snprintf(err, sizeof err, "%s", down);
+    } else
+        rc = mbox_sync(s, m, 0, err, sizeof err);
     if (rc != 0 && rc != -ENOMEM && s->cache) {
         pthread_mutex_lock(&m->lock);
         int have = m->snap != NULL;
@@ -712,13 +711,17 @@ struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp
             log_info("%s: serving the disk cache while the server is unreachable", m->display);
     }
     pthread_mutex_lock(&m->lock);
-    clock_gettime(CLOCK_MONOTONIC, &m->synced_at);
-    m->attempted = 1;
+    if (!unreachable) {
+        /* Only an attempt on the network counts for ttl and back-off. */
+        clock_gettime(CLOCK_MONOTONIC, &m->synced_at);
+        m->attempted = 1;
+        m->failures = rc != 0 ? m->failures + 1 : 0;
+    }
     if (rc != 0) {
-        m->failures++;
         snprintf(m->last_error, sizeof m->last_error, "%s", err[0] ? err : strerror(-rc));
-        log_warn("%s: sync failed: %s%s", m->display, m->last_error,
-                 m->snap ? " (serving the cached copy)" : "");
+        if (!unreachable)
+            log_warn("%s: sync failed: %s%s", m->display, m->last_error,
+                     m->snap ? " (serving the cached copy)" : "");
     }
     snap = snap_ref(m->snap);
     pthread_mutex_unlock(&m->lock);

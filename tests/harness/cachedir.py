@@ -1,0 +1,57 @@
+"""Looking at imapcalfs's cache directory from outside: its files, and
+whether each entry is whole by the format cache.c documents (magic, payload
+length, SHA-256 of the payload, payload)."""
+
+import hashlib
+import os
+import re
+import struct
+
+PART = b"ICFSPRT"
+LISTING = b"ICFSLST"
+
+
+def files(root):
+    """{path: bytes} of every regular file below root."""
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            with open(os.path.join(d, n), "rb") as f:
+                out[os.path.join(d, n)] = f.read()
+    return out
+
+
+def magic_for(path):
+    return LISTING if os.path.basename(path) == "listing" else PART
+
+
+def entry_ok(data, magic):
+    """A whole entry: magic (8 bytes: the kind, then a format version
+    digit), payload length (u64, host order), SHA-256 of the payload (32),
+    the payload."""
+    if len(data) < 48 or data[:7] != magic or not data[7:8].isdigit():
+        return False
+    (length,) = struct.unpack("=Q", data[8:16])
+    return len(data) == 48 + length and hashlib.sha256(data[48:]).digest() == data[16:48]
+
+
+def damaged(root):
+    """Paths of entries below root that are not whole (temporary files,
+    which were never renamed into place, are not entries)."""
+    return [p for p, data in files(root).items()
+            if ".tmp." not in os.path.basename(p) and not entry_ok(data, magic_for(p))]
+
+
+def part_entries(root):
+    """{(uid, section): path} of the cached parts below root."""
+    out = {}
+    for path in files(root):
+        m = re.match(r"^(\d+)-([\d.]+)$", os.path.basename(path))
+        if m:
+            out[(int(m.group(1)), m.group(2))] = path
+    return out
+
+
+def uidvalidity_dirs(root):
+    """Names of the per-UIDVALIDITY directories below root."""
+    return sorted(n for _, dirs, _ in os.walk(root) for n in dirs if n.isdigit())
