@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import select
 import socket
 import ssl
 import sys
@@ -32,23 +33,53 @@ LITERAL = re.compile(rb"\{(\d+)\}$")
 
 
 class Conn:
-    """An IMAP connection over TLS with a read buffer and literal handling."""
+    """An IMAP connection over TLS with a read buffer and literal handling.
+
+    Commands are queued and written while answers are read (one select
+    loop): a pipeline of large commands would otherwise deadlock, the
+    client blocked writing commands the server does not read while the
+    server is blocked writing answers the client does not read."""
 
     def __init__(self, host, port, cafile, timeout=120):
         ctx = ssl.create_default_context(cafile=cafile)
         raw = socket.create_connection((host, port), timeout=timeout)
         self.sock = ctx.wrap_socket(raw, server_hostname=host)
+        self.sock.setblocking(False)
+        self.timeout = timeout
         self.buf = bytearray()
+        self.out = bytearray()
         self.received = 0
         self.ntag = 0
         self.readline()  # greeting
 
+    def _write_some(self):
+        try:
+            n = self.sock.send(self.out[:1 << 16])
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            return
+        del self.out[:n]
+
     def _fill(self):
-        data = self.sock.recv(1 << 20)
-        if not data:
-            raise EOFError("server closed the connection")
-        self.received += len(data)
-        self.buf += data
+        """Reads more into the buffer, writing queued commands meanwhile."""
+        while True:
+            if not self.sock.pending():
+                r, w, _ = select.select([self.sock], [self.sock] if self.out else [], [],
+                                        self.timeout)
+                if not r and not w:
+                    raise TimeoutError("no answer from the server in %ss" % self.timeout)
+                if w:
+                    self._write_some()
+                if not r:
+                    continue
+            try:
+                data = self.sock.recv(1 << 20)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                continue
+            if not data:
+                raise EOFError("server closed the connection")
+            self.received += len(data)
+            self.buf += data
+            return
 
     def readline(self):
         """One line without its CRLF."""
@@ -97,7 +128,9 @@ class Conn:
         return b"F%d" % self.ntag
 
     def send(self, *lines):
-        self.sock.sendall(b"".join(line + b"\r\n" for line in lines))
+        """Queues command lines; they are written while answers are read."""
+        self.out += b"".join(line + b"\r\n" for line in lines)
+        self._write_some()
 
     def command(self, line, on_untagged=None, keep_literals=True):
         """Sends one command and reads until its tagged answer."""
@@ -298,6 +331,7 @@ def main():
     for mb in mailboxes:
         fetch_mailbox(conn, mb, stats)
     conn.command(b"LOGOUT")
+    conn.sock.setblocking(True)
     conn.sock.close()
     stats["wall"] = time.perf_counter() - t0
     stats["received"] = conn.received

@@ -61,7 +61,8 @@ PEOPLE = ("Bob Jones:bob.jones", "Frank Miller:frank.miller", "Carol White:carol
           "Heidi Young:heidi.young", "Ivan King:ivan.king", "Judy Wright:judy.wright",
           "Mallory Scott:mallory.scott", "Niaj Green:niaj.green", "Olivia Baker:olivia.baker",
           "Peggy Adams:peggy.adams", "Rupert Nelson:rupert.nelson", "Sybil Carter:sybil.carter",
-          "Trent Mitchell:trent.mitchell", "Victor Perez:victor.perez", "Walter Roberts:walter.roberts")
+          "Trent Mitchell:trent.mitchell", "Victor Perez:victor.perez",
+          "Walter Roberts:walter.roberts")
 DOMAINS = {"google": ("gmail.com", "example.com", "startup.example"),
            "outlook": ("contoso.com", "fabrikam.com", "example.net"),
            "apple": ("icloud.com", "me.com", "example.org")}
@@ -606,13 +607,15 @@ def html_of(rng, text, outlook=False):
     if outlook:
         head = ('<html xmlns:v="urn:schemas-microsoft-com:vml" xmlns:o="urn:schemas-microsoft-com:'
                 'office:office" xmlns:w="urn:schemas-microsoft-com:office:word">\n<head>\n<meta '
-                'http-equiv="Content-Type" content="text/html; charset=utf-8">\n<meta name="Generator"'
-                ' content="Microsoft Word 15 (filtered medium)">\n<style><!--\n/* Font Definitions */'
+                'http-equiv="Content-Type" content="text/html; charset=utf-8">\n'
+                '<meta name="Generator" content="Microsoft Word 15 (filtered medium)">\n'
+                '<style><!--\n/* Font Definitions */'
                 '\n@font-face\n\t{font-family:"Cambria Math";\n\tpanose-1:2 4 5 3 5 4 6 3 2 4;}\n'
                 '@font-face\n\t{font-family:Calibri;\n\tpanose-1:2 15 5 2 2 2 4 3 2 4;}\n'
                 'p.MsoNormal, li.MsoNormal, div.MsoNormal\n\t{margin:0cm;\n\tfont-size:11.0pt;\n\t'
                 'font-family:"Calibri",sans-serif;}\n--></style>\n</head>\n<body lang="EN-US" '
-                'link="#0563C1" vlink="#954F72" style="word-wrap:break-word">\n<div class="WordSection1">\n')
+                'link="#0563C1" vlink="#954F72" style="word-wrap:break-word">\n'
+                '<div class="WordSection1">\n')
         body = "".join('<p class="MsoNormal"><span lang="EN-US">%s<o:p></o:p></span></p>\n'
                        % para for para in paras)
         return head + body + "</div>\n</body>\n</html>\n"
@@ -726,7 +729,8 @@ def vevent(st, p, ev, rid=None, seq=None, status="CONFIRMED", method="REQUEST", 
         lines += ["SUMMARY;LANGUAGE=en-US:" + ical_text(ev.summary)] + \
             [x for x in core if not x.startswith("RECURRENCE-ID")] + [
             "CLASS:PUBLIC", "PRIORITY:5", "DTSTAMP:" + stamp, "TRANSP:OPAQUE",
-            "STATUS:" + status, "SEQUENCE:%d" % seq, "LOCATION;LANGUAGE=en-US:" + ical_text(ev.location),
+            "STATUS:" + status, "SEQUENCE:%d" % seq,
+            "LOCATION;LANGUAGE=en-US:" + ical_text(ev.location),
             "X-MICROSOFT-CDO-APPT-SEQUENCE:%d" % seq,
             "X-MICROSOFT-CDO-OWNERAPPTID:%d" % (int(st.uid[-8:], 16) % 2**31),
             "X-MICROSOFT-CDO-BUSYSTATUS:TENTATIVE", "X-MICROSOFT-CDO-INTENDEDSTATUS:BUSY",

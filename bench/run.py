@@ -525,8 +525,8 @@ def fmt_r(x):
 
 def summarize(run):
     reps = run.reps
-    m = {k: median([r.get(k) for r in reps]) for k in reps[0] if isinstance(reps[0][k], (int, float))
-         and not isinstance(reps[0][k], bool)}
+    m = {k: median([r.get(k) for r in reps]) for k in reps[0]
+         if isinstance(reps[0][k], (int, float)) and not isinstance(reps[0][k], bool)}
     for k in ("base_s", "base_bytes", "base_rss_kb", "base_ls_s", "base_ls_bytes",
               "base_events", "base_bad_parts"):
         m[k] = median([r.get(k) for r in reps])
@@ -567,9 +567,11 @@ def targets(run, m, all_runs):
     t.append(("cold ≤ 1.2 × floor wall time", fmt_r(ratio(cold, floor)), "1.20×",
               ratio(cold, floor) is not None and ratio(cold, floor) <= 1.2))
     rb = ratio(m.get("cold_bytes"), m.get("floor_bytes"))
-    t.append(("bytes received ≤ 1.05 × floor", fmt_r(rb), "1.05×", rb is not None and rb <= 1.05))
+    t.append(("bytes received ≤ 1.05 × floor", fmt_r(rb), "1.05×",
+              rb is not None and rb <= 1.05))
     rw = ratio(m.get("warm_s"), m.get("tmpfs_s"))
-    t.append(("warm cat within 2× of cat from tmpfs", fmt_r(rw), "2.00×", rw is not None and rw <= 2))
+    t.append(("warm cat within 2× of cat from tmpfs", fmt_r(rw), "2.00×",
+              rw is not None and rw <= 2))
     rr = ratio(m.get("remount_s"), cold)
     parts = max(r["remount_body_cmds"] for r in run.reps)
     t.append(("remount ≤ 5% of cold, no part downloaded",
@@ -582,7 +584,8 @@ def targets(run, m, all_runs):
     t.append(("daemon peak RSS ≤ 2 × merged.ics + 32 MiB", fmt_kb(m.get("cold_rss_kb")),
               fmt_kb(limit), m.get("cold_rss_kb", 1e18) <= limit))
     rbase = ratio(m.get("base_s"), cold)
-    t.append(("≥ 40× faster than the 2007 algorithm (cold)", fmt_r(rbase), "40×",
+    t.append(("≥ 40× faster than the 2007 algorithm (cold)",
+              "%s (the floor: %s)" % (fmt_r(rbase), fmt_r(ratio(m.get("base_s"), floor))), "40×",
               rbase is not None and rbase >= 40))
     smaller = [r for r in all_runs if r.size * 10 == run.size and r.reps]
     if smaller:

@@ -13,7 +13,6 @@ CAPABILITY, LOGIN) is not in the sums: a few hundred bytes per session.
 """
 
 import contextlib
-import imaplib
 import os
 import re
 import sys

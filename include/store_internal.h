@@ -1,7 +1,8 @@
 /*
  * store_internal.h — what the files of the store share: store.c (tree,
- * path lookup, FUSE-facing calls), store_sync.c (syncing one mailbox and
- * the root's merged calendar) and store_status.c (.status, .refresh).
+ * path lookup, FUSE-facing calls), store_sync.c (syncing one mailbox),
+ * store_root.c (the root's merged calendar) and store_status.c (.status,
+ * .refresh).
  * Not for other modules: they use store.h.
  */
 #ifndef IMAPCALFS_STORE_INTERNAL_H
@@ -37,7 +38,7 @@ struct mbox_snap {
     atomic_int refs;
     uint32_t uidvalidity;
     struct src_listing listing; /* every message: what the next sync compares with */
-    struct msgver **msgs; /* messages with calendar parts, by uid */
+    struct msgver **msgs;       /* messages with calendar parts, by uid */
     size_t nmsgs;
     struct snap_file *files; /* event files, by name */
     size_t nfiles;
@@ -51,9 +52,9 @@ struct mbox_snap {
 };
 
 struct mbox {
-    char *raw;     /* the source's name: the key sent back to it */
-    char *display; /* UTF-8 name, for logs, .status and the source URL */
-    char *path;    /* "/Calendars/Alice" */
+    char *raw;                 /* the source's name: the key sent back to it */
+    char *display;             /* UTF-8 name, for logs, .status and the source URL */
+    char *path;                /* "/Calendars/Alice" */
     pthread_mutex_t sync_lock; /* one sync of this mailbox at a time */
     pthread_mutex_t lock;      /* guards the fields below */
     struct mbox_snap *snap;    /* NULL until the first successful sync */
@@ -68,7 +69,7 @@ struct mbox {
 
 struct dirnode {
     char *name;
-    char *path; /* "/" or "/A/B" */
+    char *path;            /* "/" or "/A/B" */
     struct dirnode **kids; /* sorted by name */
     size_t nkids;
     struct mbox *mbox; /* NULL when no selectable mailbox has this name */
@@ -106,7 +107,7 @@ struct store {
     uint64_t root_generation; /* sum of the generations it was built from */
 
     atomic_uint_fast64_t next_generation;
-    int64_t mounted_at; /* mtime of what has no mail behind it yet */
+    int64_t mounted_at;  /* mtime of what has no mail behind it yet */
     atomic_int nwatched; /* IDLE watchers started (-o idle), at most STORE_MAX_WATCHES */
 };
 
@@ -130,10 +131,16 @@ int store_source_down(struct store *s, char *why, size_t whylen);
 struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *err);
 void mbox_snap_unref(struct mbox_snap *snap);
 int store_compare_file(const void *a, const void *b);
-int store_root_merged(struct store *s, struct tree *t, int force, struct blob **out,
-                      int64_t *mtime);
+/* Keeps old when data holds the same bytes (frees data); sets *changed otherwise. */
+struct blob *store_reuse_or_new(const struct blob *old, char *data, size_t len, int *changed);
+/* Reports dir/name (or dir itself when name is NULL) to the change callback. */
+void store_notify(struct store *s, const char *dir, const char *name);
 struct mbox *mbox_new(const char *raw, const char *display, const char *path);
 void mbox_free(struct mbox *m);
+
+/* store_root.c */
+int store_root_merged(struct store *s, struct tree *t, int force, struct blob **out,
+                      int64_t *mtime);
 struct blob *store_empty_calendar(void);
 
 /* store_status.c */

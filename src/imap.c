@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "imap_internal.h"
@@ -32,10 +33,22 @@ static struct imap_src *imap_of(struct source *s)
 
 /* ---- sessions ---------------------------------------------------------- */
 
+/* Whether word occurs in the first len bytes of s (no NUL needed), case-insensitively. */
+static int has_word(const char *s, size_t len, const char *word)
+{
+    size_t n = strlen(word);
+
+    for (size_t i = 0; i + n <= len; i++)
+        if (strncasecmp(s + i, word, n) == 0)
+            return 1;
+    return 0;
+}
+
 /*
  * Protocol trace for -d. Credentials never reach the log: libetpan marks
  * the LOGIN/AUTHENTICATE payload as private, and we mask those commands
- * whole in case a server or mechanism sends them otherwise.
+ * whole in case a server or mechanism sends them otherwise. str is not
+ * NUL-terminated.
  */
 static void imap_logger(mailimap *imap, int type, const char *str, size_t size, void *ctx)
 {
@@ -60,7 +73,7 @@ static void imap_logger(mailimap *imap, int type, const char *str, size_t size, 
     while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r'))
         len--;
     if (type == MAILSTREAM_LOG_TYPE_DATA_SENT &&
-        (strcasestr(str, " LOGIN ") || strcasestr(str, " AUTHENTICATE "))) {
+        (has_word(str, size, " LOGIN ") || has_word(str, size, " AUTHENTICATE "))) {
         log_debug("C: <login command masked>");
         return;
     }
@@ -439,11 +452,18 @@ int imap_with_session(struct imap_src *src, imap_op_fn op, void *arg, char *err,
     int rc = -EIO;
 
     for (int attempt = 0; attempt < 2; attempt++) {
+        struct timespec t0, t1;
+
         if ((rc = imap_conn_ready(src, c, err, errlen)) != 0)
             break;
         c->guard.op_received = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         rc = op(src, c, arg, err, errlen);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
         if (rc != -EPIPE)
+            break;
+        /* A server that stalled until the timeout would only stall again. */
+        if (t1.tv_sec - t0.tv_sec >= (time_t)src->timeout)
             break;
         /* op saw a broken stream and dropped the session: try a new one. */
         log_info("%s: %s; reconnecting", src->host, err);

@@ -293,7 +293,7 @@ static int search_uids(struct imap_src *src, struct imap_conn *c, uint32_t **uid
 
 static const struct src_message *known_message(const struct src_listing *k, uint32_t uid)
 {
-    size_t lo = 0, hi = k->count;
+    size_t lo = 0, hi = k ? k->count : 0;
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;

@@ -85,8 +85,11 @@ static void *watch_thread(void *arg)
             imap_conn_examine(w->src, &c, w->mailbox, 1, err, sizeof err) != 0 ||
             !mailimap_has_idle(c.imap))
             r = -1;
-        /* A change may have happened while we were away: report it. */
-        if (r == 0 && failures)
+        /*
+         * A change may have come between the store's sync and this EXAMINE
+         * (or while we were reconnecting): report one to be sure.
+         */
+        if (r == 0)
             w->fn(w->ctx);
         while (r >= 0 && !stop) {
             r = idle_round(w, &c, &stop);

@@ -20,7 +20,9 @@ enum {
     KEY_DISCARD,
 };
 
+// clang-format off
 #define OPT(templ, field, value) {templ, offsetof(struct opts, field), value}
+// clang-format on
 
 static const struct fuse_opt opts_spec[] = {
     OPT("user=%s", user, 0),
@@ -106,8 +108,9 @@ static int opts_proc(void *data, const char *arg, int key, struct fuse_args *out
     case KEY_DISCARD:
         return 0;
     case KEY_PASSWORD:
-        return fail(c, "%s", "a password is never accepted on the command line: use "
-                             "passfile=, passcmd=, IMAPCALFS_PASSWORD or the prompt");
+        return fail(c, "%s",
+                    "a password is never accepted on the command line: use "
+                    "passfile=, passcmd=, IMAPCALFS_PASSWORD or the prompt");
     case KEY_PRIVACY:
         if (strcmp(arg, "privacy=busy") != 0)
             return fail(c, "unknown privacy mode '%s' (only privacy=busy exists)", arg + 8);
@@ -155,6 +158,13 @@ static int parse_source(struct opts *o, char *err, size_t errlen)
     end = s + strcspn(s, "/");
     at = memrchr(s, '@', (size_t)(end - s));
     hostp = at ? at + 1 : s;
+    /* USER:PASSWORD@ would put the password in argv and the mount table. */
+    if (at && memchr(s, ':', (size_t)(at - s))) {
+        snprintf(err, errlen,
+                 "SOURCE must not hold a password (USER:PASSWORD@): use passfile=, passcmd=, "
+                 "IMAPCALFS_PASSWORD or the prompt");
+        return -EINVAL;
+    }
     if (at && o->user == NULL && (o->user = strndup(s, (size_t)(at - s))) == NULL)
         return -ENOMEM;
     if (*hostp == '[') { /* [IPv6]:port */
@@ -499,6 +509,9 @@ void opts_print_help(const char *progname)
            "    -o after=DATE          keep events with an occurrence ending after DATE\n"
            "    -o before=DATE         keep events with an occurrence starting before DATE\n"
            "    -o match=PROP~REGEX    keep events whose PROP matches REGEX (repeatable)\n"
+           "    -o idle                keep IMAP IDLE open on mailboxes in use (push)\n"
+           "    -o config=FILE         account settings from FILE (default\n"
+           "                           $XDG_CONFIG_HOME/imapcalfs/config)\n"
            "    -o vdir                strict vdir layout (khal, vdirsyncer)\n"
            "    -o privacy=busy        show only free/busy\n"
            "\n",
@@ -507,11 +520,11 @@ void opts_print_help(const char *progname)
 
 void opts_free(struct opts *o)
 {
-    char **strings[] = {&o->source,    &o->host,     &o->user,       &o->maildir, &o->tls,
-                        &o->auth,      &o->cafile,   &o->capath,     &o->passfile, &o->passcmd,
-                        &o->mailboxes, &o->cache_dir, &o->search,    &o->components,
-                        &o->after,     &o->before,   &o->account,    &o->mountpoint,
-                        &o->config,    &o->source_from_config};
+    char **strings[] = {&o->source,   &o->host,       &o->user,      &o->maildir,
+                        &o->tls,      &o->auth,       &o->cafile,    &o->capath,
+                        &o->passfile, &o->passcmd,    &o->mailboxes, &o->cache_dir,
+                        &o->search,   &o->components, &o->after,     &o->before,
+                        &o->account,  &o->mountpoint, &o->config,    &o->source_from_config};
 
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);

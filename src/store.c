@@ -132,8 +132,8 @@ static struct dirnode *dirnode_new(const char *name, const char *parent_path)
     d->name = strdup(name);
     if (parent_path == NULL)
         d->path = strdup("/");
-    else if (asprintf(&d->path, "%s%s%s", parent_path, strcmp(parent_path, "/") ? "/" : "",
-                      name) < 0)
+    else if (asprintf(&d->path, "%s%s%s", parent_path, strcmp(parent_path, "/") ? "/" : "", name) <
+             0)
         d->path = NULL;
     if (d->name == NULL || d->path == NULL) {
         dirnode_free(d);
@@ -418,8 +418,8 @@ static void file_attr(struct store_attr *a, const char *path, const struct blob 
 }
 
 /* What a name in directory d is; fills a and, when wanted, the bytes. */
-static int leaf_resolve(struct store *s, struct tree *t, const struct dirnode *d,
-                        const char *leaf, struct store_attr *a, struct blob **bytes)
+static int leaf_resolve(struct store *s, struct tree *t, const struct dirnode *d, const char *leaf,
+                        struct store_attr *a, struct blob **bytes)
 {
     int vdir = s->o->vdir, is_root = d == t->root, rc = 0, err = 0;
     struct blob *b = NULL;
@@ -523,8 +523,7 @@ int store_readdir(struct store *s, const char *path, store_fill_fn fill, void *c
     if (rc == 0 && (!s->o->vdir || d == t->root) &&
         leaf_resolve(s, t, d, NAME_MERGED, &a, NULL) == 0)
         rc = fill(ctx, NAME_MERGED, &a);
-    if (rc == 0 && s->o->vdir && d->mbox &&
-        leaf_resolve(s, t, d, NAME_DISPLAYNAME, &a, NULL) == 0)
+    if (rc == 0 && s->o->vdir && d->mbox && leaf_resolve(s, t, d, NAME_DISPLAYNAME, &a, NULL) == 0)
         rc = fill(ctx, NAME_DISPLAYNAME, &a);
     for (size_t i = 0; snap && i < snap->nfiles && rc == 0; i++) {
         char fpath[4096];
@@ -557,8 +556,8 @@ static void refresh_scope(struct store *s, struct tree **t, const struct dirnode
         struct mbox *m = (*t)->mboxes[i];
         size_t plen = strlen(d->path);
 
-        if (d == (*t)->root ||
-            (strncmp(m->path, d->path, plen) == 0 && (m->path[plen] == '\0' || m->path[plen] == '/')))
+        if (d == (*t)->root || (strncmp(m->path, d->path, plen) == 0 &&
+                                (m->path[plen] == '\0' || m->path[plen] == '/')))
             mbox_snap_unref(mbox_get(s, m, 1, &err));
     }
 }

@@ -1,6 +1,5 @@
 /*
- * store_sync.c — bringing one mailbox up to date, and the root's merged
- * calendar.
+ * store_sync.c — bringing one mailbox up to date.
  *
  * A sync lists the mailbox (UIDs, dates, calendar parts), keeps the parsed
  * versions of messages it already knows (same UIDVALIDITY and UID: IMAP
@@ -391,7 +390,7 @@ static const struct snap_file *find_file(const struct mbox_snap *snap, const cha
 }
 
 /* Keeps the old blob when the bytes are equal, so unchanged files stay put. */
-static struct blob *reuse_or_new(const struct blob *old, char *data, size_t len, int *changed)
+struct blob *store_reuse_or_new(const struct blob *old, char *data, size_t len, int *changed)
 {
     if (old && old->len == len && memcmp(old->data, data, len) == 0) {
         free(data);
@@ -401,7 +400,7 @@ static struct blob *reuse_or_new(const struct blob *old, char *data, size_t len,
     return blob_take(data, len);
 }
 
-static void notify(struct store *s, const char *dir, const char *name)
+void store_notify(struct store *s, const char *dir, const char *name)
 {
     char path[4096];
 
@@ -464,15 +463,16 @@ static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
             continue;
         }
         *changed = 1;
-        notify(s, m->path, snap->files[i].name);
+        store_notify(s, m->path, snap->files[i].name);
     }
     for (size_t i = 0; old && i < old->nfiles; i++)
         if (!find_file(snap, old->files[i].name)) {
             *changed = 1;
-            notify(s, m->path, old->files[i].name);
+            store_notify(s, m->path, old->files[i].name);
         }
     snap->merged_mtime = res.merged_mtime;
-    snap->merged = reuse_or_new(old ? old->merged : NULL, res.merged, res.merged_len, changed);
+    snap->merged =
+        store_reuse_or_new(old ? old->merged : NULL, res.merged, res.merged_len, changed);
     res.merged = NULL;
     if (snap->merged == NULL)
         rc = -ENOMEM;
@@ -582,8 +582,7 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
     snap->generation = changed ? atomic_fetch_add(&s->next_generation, 1) + 1 : old->generation;
     snap->dir_mtime = dir_mtime(old, snap, changed, newest);
     log_debug("%s: synced, %zu messages, %zu with calendar data, %zu events", m->display,
-              snap->listing.count,
-              snap->nmsgs, snap->nfiles);
+              snap->listing.count, snap->nmsgs, snap->nfiles);
     pthread_mutex_lock(&m->lock);
     mbox_snap_unref(m->snap);
     m->snap = snap;
@@ -595,7 +594,7 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
     pthread_mutex_unlock(&m->lock);
     snap = NULL;
     if (changed && old)
-        notify(s, m->path, NULL);
+        store_notify(s, m->path, NULL);
 out:
     if (snap)
         mbox_snap_unref(snap);
@@ -614,8 +613,8 @@ static void on_push(void *arg)
     m->attempted = 0;
     m->failures = 0;
     pthread_mutex_unlock(&m->lock);
-    notify(m->store, m->path, NULL);
-    notify(m->store, "/", NAME_MERGED);
+    store_notify(m->store, m->path, NULL);
+    store_notify(m->store, "/", NAME_MERGED);
 }
 
 /* -o idle: a mailbox in use gets a watcher, up to STORE_MAX_WATCHES. */
@@ -627,8 +626,7 @@ static void maybe_watch(struct store *s, struct mbox *m)
         return;
     m->watched = 1;
     if (atomic_fetch_add(&s->nwatched, 1) >= STORE_MAX_WATCHES) {
-        log_info("%s: not watched with IDLE (already %d mailboxes)", m->display,
-                 STORE_MAX_WATCHES);
+        log_info("%s: not watched with IDLE (already %d mailboxes)", m->display, STORE_MAX_WATCHES);
         return;
     }
     if ((rc = source_watch(s->src, m->raw, on_push, m)) != 0)
@@ -731,149 +729,4 @@ struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp
     if (snap == NULL)
         *errp = rc == -ENOENT ? -ENOENT : -EIO;
     return snap;
-}
-
-/* ---- the root's merged.ics -------------------------------------------- */
-
-struct blob *store_empty_calendar(void)
-{
-    struct cal_result res = {0};
-    struct blob *b;
-    struct cal_filter none = {0};
-
-    if (cal_resolve(NULL, 0, &none, CAL_WANT_MERGED, &res) != 0)
-        return NULL;
-    b = blob_take(res.merged, res.merged_len);
-    res.merged = NULL;
-    cal_result_free(&res);
-    return b;
-}
-
-/* Mixes (path, generation) pairs into one key for the cached root file. */
-static uint64_t mix(uint64_t h, uint64_t v)
-{
-    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-    return h;
-}
-
-struct sync_all {
-    struct store *s;
-    struct tree *t;
-    struct mbox_snap **snaps;
-    int *errs;
-    int force;
-    atomic_size_t next;
-};
-
-static void *sync_worker(void *arg)
-{
-    struct sync_all *a = arg;
-    size_t i;
-
-    while ((i = atomic_fetch_add(&a->next, 1)) < a->t->nmboxes)
-        a->snaps[i] = mbox_get(a->s, a->t->mboxes[i], a->force, &a->errs[i]);
-    return NULL;
-}
-
-/*
- * Snapshots of every mailbox of t, syncing those that need it on up to
- * `connections` threads at once (each sync holds one IMAP session).
- */
-static void sync_all(struct store *s, struct tree *t, int force, struct mbox_snap **snaps,
-                     int *errs)
-{
-    struct sync_all a = {.s = s, .t = t, .snaps = snaps, .errs = errs, .force = force};
-    size_t nthreads = s->o->connections, started = 0;
-    pthread_t threads[16];
-
-    atomic_init(&a.next, 0);
-    if (nthreads > t->nmboxes)
-        nthreads = t->nmboxes;
-    if (nthreads > 16)
-        nthreads = 16;
-    for (; started + 1 < nthreads; started++)
-        if (pthread_create(&threads[started], NULL, sync_worker, &a) != 0)
-            break;
-    sync_worker(&a);
-    for (size_t i = 0; i < started; i++)
-        pthread_join(threads[i], NULL);
-}
-
-/*
- * Every selected mailbox merged into one calendar. Built again only when
- * some mailbox's content changed since the last build.
- */
-int store_root_merged(struct store *s, struct tree *t, int force, struct blob **out,
-                      int64_t *mtime)
-{
-    struct mbox_snap **snaps = calloc(t->nmboxes ? t->nmboxes : 1, sizeof *snaps);
-    int *errs = calloc(t->nmboxes ? t->nmboxes : 1, sizeof *errs);
-    struct cal_versions **vs = NULL;
-    struct cal_result res = {0};
-    size_t nvs = 0;
-    uint64_t key = t->nmboxes;
-    int rc = 0;
-
-    if (snaps == NULL || errs == NULL) {
-        free(snaps);
-        free(errs);
-        return -ENOMEM;
-    }
-    pthread_mutex_lock(&s->root_sync_lock);
-    sync_all(s, t, force, snaps, errs);
-    for (size_t i = 0; i < t->nmboxes; i++) {
-        if (snaps[i] == NULL) {
-            rc = errs[i] == -ENOENT || errs[i] == 0 ? -EIO : errs[i];
-            goto out;
-        }
-        key = mix(mix(key, store_ino(t->mboxes[i]->path)), snaps[i]->generation);
-        nvs += snaps[i]->nmsgs;
-    }
-    pthread_mutex_lock(&s->lock);
-    if (s->root_merged && s->root_generation == key) {
-        *out = blob_ref(s->root_merged);
-        *mtime = s->root_mtime;
-        pthread_mutex_unlock(&s->lock);
-        goto out;
-    }
-    pthread_mutex_unlock(&s->lock);
-    if ((vs = calloc(nvs ? nvs : 1, sizeof *vs)) == NULL) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    nvs = 0;
-    for (size_t i = 0; i < t->nmboxes; i++)
-        for (size_t j = 0; j < snaps[i]->nmsgs; j++)
-            vs[nvs++] = snaps[i]->msgs[j]->v;
-    if ((rc = cal_resolve(vs, nvs, &s->o->filter, CAL_WANT_MERGED, &res)) != 0)
-        goto out;
-    pthread_mutex_lock(&s->lock);
-    {
-        int changed = 0;
-        struct blob *b = reuse_or_new(s->root_merged, res.merged, res.merged_len, &changed);
-
-        res.merged = NULL;
-        if (b == NULL) {
-            pthread_mutex_unlock(&s->lock);
-            rc = -ENOMEM;
-            goto out;
-        }
-        blob_unref(s->root_merged);
-        s->root_merged = b;
-        s->root_mtime = res.merged_mtime;
-        s->root_generation = key;
-        *out = blob_ref(b);
-        *mtime = s->root_mtime;
-    }
-    pthread_mutex_unlock(&s->lock);
-    notify(s, "/", NAME_MERGED);
-out:
-    pthread_mutex_unlock(&s->root_sync_lock);
-    cal_result_free(&res);
-    free(vs);
-    for (size_t i = 0; i < t->nmboxes; i++)
-        mbox_snap_unref(snaps[i]);
-    free(snaps);
-    free(errs);
-    return rc;
 }

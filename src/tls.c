@@ -388,7 +388,7 @@ static void handshake_error(SSL *ssl, const struct tls_peer *p, int ssl_err, cha
 {
     unsigned long e = ERR_peek_last_error();
     int reason = ERR_GET_REASON(e);
-    const char *why = e ? ERR_reason_error_string(e) : NULL;
+    const char *why = e ? ERR_reason_error_string(e) : NULL, *hint = "";
     int versions = reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_PROTOCOLS_AVAILABLE ||
                    reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION ||
                    reason == SSL_R_WRONG_SSL_VERSION || reason == SSL_R_VERSION_TOO_LOW ||
@@ -398,8 +398,12 @@ static void handshake_error(SSL *ssl, const struct tls_peer *p, int ssl_err, cha
         why = ssl_err == SSL_ERROR_SYSCALL || ssl_err == SSL_ERROR_ZERO_RETURN
                   ? "the server closed the connection"
                   : "no reason given";
-    snprintf(err, errlen, "TLS handshake with %s failed: %s%s", p->host, why,
-             versions && e ? " (imapcalfs needs TLS 1.2 or newer)" : "");
+    /* A plaintext greeting read as a TLS record. */
+    if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG)
+        hint = " (the server does not speak TLS there)";
+    else if (versions)
+        hint = " (imapcalfs needs TLS 1.2 or newer)";
+    snprintf(err, errlen, "TLS handshake with %s failed: %s%s", p->host, why, hint);
 }
 
 static int handshake(SSL *ssl, int fd, const struct tls_peer *p, char *err, size_t errlen)

@@ -6,6 +6,7 @@ messages carry a 300 KB PDF next to a small invitation show that only the
 calendar parts travel.  Each test uses an account of its own, so its
 rawlog holds only its own sessions."""
 
+import datetime
 import os
 import re
 import signal
@@ -38,10 +39,10 @@ AGENDA = ("Agenda: status of the work packages\\, risks and mitigations\\, budge
 
 def event_ics(i, sequence=0):
     """A realistic invitation (time zone, description, attendees), ~2.5 KB."""
-    start = mailgen.datetime.datetime(2026, 4, 1 + i % 28, 9 + i % 8, 0)
+    start = datetime.datetime(2026, 4, 1 + i % 28, 9 + i % 8, 0)
     ev = mailgen.vevent(
         "cache-%03d@example.org" % i, "Project meeting %d" % i, start,
-        start + mailgen.datetime.timedelta(minutes=45), tzid="Europe/Berlin", sequence=sequence,
+        start + datetime.timedelta(minutes=45), tzid="Europe/Berlin", sequence=sequence,
         description="Meeting %d. " % i + AGENDA * 3,
         location="Room %d / https://meet.example.org/room-%d" % (i, i),
         attendees=["mailto:alice@example.org", "mailto:bob@example.org",
@@ -323,7 +324,7 @@ def replace_mailbox(dv, user, mailbox, raw, validity):
 def single(uid, summary):
     start = utc(2026, 5, 5, 10)
     ics = mailgen.vcalendar(mailgen.vevent(uid, summary, start,
-                                           start + mailgen.datetime.timedelta(hours=1)))
+                                           start + datetime.timedelta(hours=1)))
     return mailgen.invitation(ics, subject=summary)
 
 

@@ -19,14 +19,14 @@ import pytest
 from harness import cachedir, calcheck, fs, mailgen, mount, wire
 from harness.mailgen import utc
 
-USERS = ("ttl", "refresh", "status", "mtime", "pages", "idle", "cut", "stall")
+USERS = ("ttl", "refresh", "status", "mtime", "pages", "idle", "idlerace", "cut", "stall")
 SLOW = mount.slow_factor()
 TIMEOUT = 2  # -o timeout= of the trouble tests, seconds
 
 
 @pytest.fixture(scope="module")
 def server(dovecot_factory):
-    return dovecot_factory.start(users=USERS)
+    return dovecot_factory.start(users=USERS, rawlog=True)
 
 
 def invitation(uid, summary, seq=0, start=None, stamp=None, method="REQUEST"):
@@ -208,17 +208,16 @@ print(json.dumps([base64.b64encode(d).decode() for d in seen]))
 """
 
 
-def same_length_pair(user):
-    """Two versions of one event whose files have the same length and
-    mtime: only the bytes differ (SEQUENCE 1 -> 2, "Room A" -> "Room B")."""
-    stamp = utc(2026, 4, 1, 8)
-    return (invitation("pages@example.org", "Room A", seq=1, stamp=stamp),
-            invitation("pages@example.org", "Room B", seq=2, stamp=stamp))
+def room(letter, seq):
+    """Versions of one event whose files differ in their bytes only: same
+    length, same DTSTAMP, and (appended with the same INTERNALDATE) the
+    same mtime; SEQUENCE and SUMMARY change by one character."""
+    return invitation("pages@example.org", "Room " + letter, seq=seq, stamp=utc(2026, 4, 1, 8))
 
 
 def test_changed_bytes_never_served_stale(server, mounter):
     dv, user = server, "pages"
-    v1, v2 = same_length_pair(user)
+    v1, v2, v3 = room("A", 1), room("B", 2), room("C", 3)
     when = utc(2026, 4, 1, 9)
     dv.add_message("Pages", v1, internaldate=when, user=user)
     m = mount_as(mounter, dv, user, options=["ttl=3600"])
@@ -236,7 +235,6 @@ def test_changed_bytes_never_served_stale(server, mounter):
 
     # With ttl=1, a reader reading in a loop sees the old bytes, then the new
     # ones, never a mix.
-    v3 = invitation("pages@example.org", "Room C", seq=3, stamp=utc(2026, 4, 1, 8))
     m2 = mount_as(mounter, dv, user, options=["ttl=1"])
     path2 = m2.path("Pages", "pages@example.org.ics")
     assert fs.cat(path2) == new
@@ -252,11 +250,19 @@ def test_changed_bytes_never_served_stale(server, mounter):
     assert fs.cat(path2) == final
 
 
-def test_idle_shows_new_message_without_waiting_for_ttl(server, mounter):
+def idling(dv, user, since):
+    """True once an imapcalfs session of user sent IDLE (seen in the rawlog)."""
+    return any(c.text.upper() == "IDLE" for s in wire.Rawlog(dv, user).sessions(since)
+               for c in s.commands)
+
+
+def test_idle_pushes_append_and_expunge(server, mounter):
     dv, user = server, "idle"
     first = add(dv, user, "Pushed", "p1@example.org", "P1")
+    since = wire.Rawlog(dv, user).mark()
     m = mount_as(mounter, dv, user, options=["idle", "ttl=3600"])
     assert events_listed(m, "Pushed") == ["p1@example.org.ics"]
+    poll("the IDLE watcher in place", lambda: idling(dv, user, since))
     add(dv, user, "Pushed", "p2@example.org", "P2")
     _, took = poll("APPEND pushed by IDLE",
                    lambda: events_listed(m, "Pushed") == ["p1@example.org.ics",
@@ -266,6 +272,26 @@ def test_idle_shows_new_message_without_waiting_for_ttl(server, mounter):
     _, took = poll("EXPUNGE pushed by IDLE",
                    lambda: events_listed(m, "Pushed") == ["p2@example.org.ics"], timeout=10)
     print("idle: EXPUNGE visible after %.2f s" % took)
+
+
+def test_idle_change_while_watcher_connects_is_not_missed(server, mounter):
+    dv, user = server, "idlerace"
+    add(dv, user, "Raced", "r1@example.org", "R1")
+    proxy = wire.Proxy(dv.imaps_port)
+    try:
+        m = mounter.mount(dv, source=proxy.url(user), password=dv.passwords[user],
+                          options=["idle", "ttl=3600"])
+        # Every new connection takes a second longer: the message below
+        # arrives after the first sync and before the watcher's EXAMINE.
+        proxy.connect_delay = 1.5
+        assert events_listed(m, "Raced") == ["r1@example.org.ics"]
+        add(dv, user, "Raced", "r2@example.org", "R2")
+        _, took = poll("APPEND during the watcher's connect",
+                       lambda: events_listed(m, "Raced") == ["r1@example.org.ics",
+                                                             "r2@example.org.ics"], timeout=10)
+        print("idle: APPEND during connect visible after %.2f s" % took)
+    finally:
+        proxy.close()
 
 
 # ---- server trouble -----------------------------------------------------------
@@ -284,12 +310,14 @@ def test_server_down_serves_cache_eio_for_unread_and_recovers(dovecot_factory, m
     m = mounter.mount(dv, options=["ttl=1", "timeout=%d" % TIMEOUT])
     before = {n: fs.cat(m.path("Read", n)) for n in fs.ls(m.path("Read"))}
     dv.stop()
+
     # Cached files are served as they were; .status says the mailbox is stale.
     def stale():
         for n, data in before.items():
             assert fs.cat(m.path("Read", n)) == data
         line = status_line(m, "Read")
         return line if "stale" in line else None
+
     line, _ = poll("Read reported stale", stale)
     assert not line.endswith("last error: none"), line
     # Never read: EIO within the timeout, not a hang.
@@ -307,6 +335,7 @@ def test_server_down_serves_cache_eio_for_unread_and_recovers(dovecot_factory, m
         names = events_listed(m, "Read")
         return names == ["r1@example.org.ics", "r2@example.org.ics", "r3@example.org.ics"] and \
             status_line(m, "Read").startswith("Read: ok")
+
     _, took = poll("recovery after the server came back", recovered, timeout=90)
     print("server back: caught up after %.2f s" % took)
     assert events_listed(m, "Unread") == ["u1@example.org.ics"]
@@ -333,6 +362,7 @@ def test_stalled_server_never_hangs_readers(server, mounter):
             assert data == cached
             times.append(took)
             return "stale" in status_line(m, "Seen")
+
         poll("Seen reported stale", seen_stale, timeout=30)
         (err, _), took = timed(fs.syscall, "listdir", m.path("NotSeen"))
         assert err == "EIO", err
@@ -378,3 +408,35 @@ def test_connection_cut_mid_fetch_is_retried_and_nothing_half_cached(server, mou
         proxy.close()
     assert len(cachedir.part_entries(cache)) == 20
     assert not cachedir.damaged(cache)
+
+
+def test_ttl_without_condstore_compares_uid_lists(dovecot_factory, mounter):
+    dv = dovecot_factory.start(rawlog=True)
+    # This server does not offer CONDSTORE/QRESYNC: changes are found by
+    # comparing UID lists.
+    with open(dv.conf, "a") as f:
+        f.write("imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ "
+                "NAMESPACE UIDPLUS CHILDREN UNSELECT\n")
+    dv.doveadm("reload")
+    with dv.imap() as c:
+        assert b"CONDSTORE" not in c.capability()[1][0]
+    first = add(dv, None, "Plain", "a@example.org", "A")
+    add(dv, None, "Plain", "b@example.org", "B")
+    since = wire.Rawlog(dv).mark()
+    m = mounter.mount(dv, options=["ttl=1"])
+    assert events_listed(m, "Plain") == ["a@example.org.ics", "b@example.org.ics"]
+    add(dv, None, "Plain", "c@example.org", "C")
+    dv.expunge("Plain", first)
+    poll("new message and expunge visible without CONDSTORE",
+         lambda: events_listed(m, "Plain") == ["b@example.org.ics", "c@example.org.ics"])
+    assert m.stop() == 0, m.stderr()
+    sessions = wire.Rawlog(dv).sessions(since)
+    wire.wait_closed(dv, sessions)
+    cmds = [c for s in wire.Rawlog(dv).sessions(since) for c in s.commands]
+    examines = [c for c in cmds if c.text.upper().startswith("EXAMINE")]
+    assert len(examines) >= 2 and not [c for c in examines if "CONDSTORE" in c.text.upper()]
+    assert [c for c in cmds if c.text.upper().startswith("UID SEARCH")]
+    # Only the new message's structure was asked for again.
+    structure = [c for c in cmds if "BODYSTRUCTURE" in c.text.upper()]
+    assert len(structure) == 2 and "1:*" in structure[0].text
+    assert wire.parse_uid_set(structure[1].text.split()[2]) == {first + 2}

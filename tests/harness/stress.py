@@ -2,7 +2,8 @@
 
 - Readers: reader processes that read files of a mount in a loop from many
   threads, time every access and record what they read (a SHA-256 per
-  read, each distinct content saved once), so that the test can check that
+  read, each distinct content saved once; an fstat size that differs from
+  the bytes read counts as error SIZE_MISMATCH), so that the test can check that
   every read was one whole published version and that no reader was
   blocked.  A reader that hangs cannot hang the test: the processes are
   killed at a deadline and report what was still in flight.
@@ -70,6 +71,9 @@ def access(i, key, fn, keep=True):
         data = fn()
         note(key, start, "OK", data if keep else None)
         return data
+    except SizeMismatch:
+        note(key, start, "SIZE_MISMATCH")
+        return None
     except OSError as e:
         note(key, start, errno.errorcode.get(e.errno, str(e.errno)))
         return None
@@ -77,9 +81,18 @@ def access(i, key, fn, keep=True):
         with lock:
             inflight.pop(i, None)
 
+class SizeMismatch(OSError):
+    pass
+
 def read(path):
+    # st_size must be exact (web servers send st_size bytes): fstat of the
+    # open file has to agree with the bytes read from it.
     with open(path, "rb") as f:
-        return f.read()
+        size = os.fstat(f.fileno()).st_size
+        data = f.read()
+    if size != len(data):
+        raise SizeMismatch(errno.EIO, "fstat says %d bytes, read %d" % (size, len(data)))
+    return data
 
 def worker(i):
     r = random.Random(cfg["seed"] * 1000 + i)

@@ -5,12 +5,18 @@
   each line prefixed with a timestamp.  Session() strips the prefixes back
   off, so byte counts are the real IMAP bytes, and parses the commands.
   Sessions of imapcalfs (libetpan: numeric tags) are told apart from the
-  harness's own imaplib sessions (tags like "PNAL2").
+  harness's own imaplib sessions (tags like "PNAL2").  wait_closed() waits
+  for Dovecot's disconnect log line of each session: then its rawlog is
+  complete.
 - Proxy: a loopback TCP forwarder in front of Dovecot that counts bytes and
-  connections and can refuse, stall or cut connections on request (the TLS
-  stream goes through untouched; the certificate names 127.0.0.1).
+  connections and can refuse, stall, slow down or cut connections on
+  request (the TLS stream goes through untouched; the certificate names
+  127.0.0.1).
 - restart_same_ports(): brings a stopped Dovecot back on the ports the
   mount already knows.
+- start_untouched(): starts a harness Mount without making any request to
+  it (mount.Mount.start resolves the mountpoint with realpath, whose lstat
+  is the mount's first FUSE request).
 """
 
 import os
@@ -142,11 +148,12 @@ def body_peeks(commands):
 
 
 def whole_message_fetches(commands):
-    """Commands that would download whole messages or bodies: RFC822,
+    """FETCH commands that would download whole messages or bodies: RFC822,
     BODY[] / BODY.PEEK[] / [TEXT] / BINARY[] without a section."""
-    bad = re.compile(r"RFC822(?!\.SIZE)|BODY(?:\.PEEK)?\[(?:TEXT)?\]|BINARY(?:\.PEEK)?\[\]", re.I)
-    return [c for c in commands if c.text.upper().startswith("UID FETCH") and bad.search(c.text)
-            or c.text.upper().startswith("FETCH") and bad.search(c.text)]
+    bad = re.compile(r"RFC822(?!\.SIZE)|BODY(?:\.PEEK)?\[(?:TEXT)?\]"
+                     r"|BINARY(?:\.PEEK)?\[\]", re.I)
+    return [c for c in commands
+            if re.match(r"(UID )?FETCH ", c.text, re.I) and bad.search(c.text)]
 
 
 def session_pid(session):
@@ -185,6 +192,8 @@ class Proxy:
                  existing connections (a server that stopped answering).
     cut_after(n): the next connection that has carried n bytes from the
     server is closed in the middle of the stream (once).
+    connect_delay: seconds a new connection waits before it is passed on
+    (a slow network: the client's handshake takes that much longer).
     Counts: connections accepted, bytes each way."""
 
     def __init__(self, target_port, host=dvmod.HOST):
@@ -201,6 +210,7 @@ class Proxy:
         self.to_client = 0
         self.to_server = 0
         self._cut_at = None
+        self.connect_delay = 0.0
         self._stop = False
         self._socks = []
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -234,6 +244,8 @@ class Proxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client):
+        if self.connect_delay:
+            time.sleep(self.connect_delay)
         try:
             server = socket.create_connection(self.target, timeout=10)
         except OSError:
