@@ -29,14 +29,37 @@ void cache_close(struct cache *c);
 char *cache_default_dir(const char *account);
 
 /*
- * The part's bytes as fetched (still transfer-encoded), malloc'd into
- * *data. 0 on a hit, -ENOENT on a miss (a corrupt entry is removed and is a
- * miss), -ENOMEM.
+ * Parts are kept in packs: one file per sync that fetched something, all
+ * the parts that sync fetched, written as they arrive and made visible at
+ * commit (fsync, rename), so a sync costs one fsync, not one per part.
  */
-int cache_get_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, uint32_t uid,
-                   const char *section, char **data, size_t *len);
-int cache_put_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, uint32_t uid,
-                   const char *section, const char *data, size_t len);
+struct cache_writer;
+
+/* A writer for new parts of mailbox under uidvalidity; NULL on error. */
+struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox,
+                                        uint32_t uidvalidity);
+/* Adds one part, still transfer-encoded. 0, or a negative errno (the writer is then spent). */
+int cache_writer_add(struct cache_writer *w, uint32_t uid, const char *section, const char *data,
+                     size_t len);
+/* Makes the pack visible (when it holds anything) and frees w. 0 or -errno. */
+int cache_writer_commit(struct cache_writer *w);
+
+/*
+ * Calls fn for every cached part of mailbox under uidvalidity. A damaged
+ * pack is removed (its parts are then simply fetched again). fn returns 0
+ * to go on. Returns 0 or the first non-zero result of fn.
+ */
+typedef int (*cache_part_fn)(void *ctx, uint32_t uid, const char *section, const char *data,
+                             size_t len);
+int cache_each_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, cache_part_fn fn,
+                    void *ctx);
+
+/*
+ * When mailbox has many packs, rewrites them into one holding only the parts
+ * of messages still listed in live (expunged ones are dropped).
+ */
+void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity,
+                   const struct src_listing *live);
 
 /* The last listing of mailbox (free with source_listing_free). 0 or -ENOENT. */
 int cache_get_listing(struct cache *c, const char *mailbox, struct src_listing *out);

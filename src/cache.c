@@ -1,14 +1,15 @@
 /*
  * cache.c — files under the cache directory:
  *
- *   DIR/<sha256(mailbox)>/listing             the last listing of the mailbox
- *   DIR/<sha256(mailbox)>/<uidvalidity>/<uid>-<section>   one fetched part
+ *   DIR/<cache_sha256(mailbox)>/listing             the last listing of the mailbox
+ *   DIR/<cache_sha256(mailbox)>/<uidvalidity>/<uid>-<section>   one fetched part
  *
  * Each file is: an 8-byte magic, the payload length (u64, host order), the
  * SHA-256 of the payload, the payload. The cache belongs to one machine, so
  * host byte order is fine; a file from elsewhere fails its checksum.
  */
 #include "cache.h"
+#include "cache_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -26,19 +27,11 @@
 #include "names.h"
 #include "source.h"
 
-#define MAGIC_PART "ICFSPRT1"
 #define MAGIC_LISTING "ICFSLST2"
-#define HEADER_LEN (8 + 8 + 32)
-/* A listing or part beyond this is not ours (or is damaged). */
-#define ENTRY_MAX (512u << 20)
 
-struct cache {
-    char *dir;
-};
+atomic_uint cache_tmp_counter;
 
-static atomic_uint tmp_counter;
-
-static int sha256(const void *data, size_t len, unsigned char out[32])
+int cache_sha256(const void *data, size_t len, unsigned char out[32])
 {
     unsigned int n = 32;
 
@@ -46,7 +39,7 @@ static int sha256(const void *data, size_t len, unsigned char out[32])
 }
 
 /* mkdir -p with mode 0700 for every directory it makes. */
-static int make_dirs(const char *path)
+int cache_make_dirs(const char *path)
 {
     char *copy = strdup(path);
     int rc = 0;
@@ -100,7 +93,7 @@ struct cache *cache_open(const char *dir, char *err, size_t errlen)
         snprintf(err, errlen, "cache_dir %s: must be an absolute path", dir);
         return NULL;
     }
-    if ((rc = make_dirs(dir)) != 0) {
+    if ((rc = cache_make_dirs(dir)) != 0) {
         snprintf(err, errlen, "cache_dir %s: %s", dir, strerror(-rc));
         return NULL;
     }
@@ -110,6 +103,15 @@ struct cache *cache_open(const char *dir, char *err, size_t errlen)
     }
     if (st.st_uid != geteuid()) {
         snprintf(err, errlen, "cache_dir %s: owned by another user", dir);
+        return NULL;
+    }
+    /*
+     * Others could have planted files or links in a directory they may
+     * write to: refuse it rather than write through them.
+     */
+    if (st.st_mode & 022) {
+        snprintf(err, errlen, "cache_dir %s is writable by group or others; use a private one",
+                 dir);
         return NULL;
     }
     /* Cached invitations are private mail: nobody else may read them. */
@@ -134,13 +136,13 @@ void cache_close(struct cache *c)
 }
 
 /* DIR/<hex sha256 of mailbox> */
-static int mailbox_dir(const struct cache *c, const char *mailbox, char *out, size_t outlen)
+int cache_mailbox_dir(const struct cache *c, const char *mailbox, char *out, size_t outlen)
 {
     unsigned char h[32];
     char hex[65];
     int n;
 
-    if (sha256(mailbox, strlen(mailbox), h) != 0)
+    if (cache_sha256(mailbox, strlen(mailbox), h) != 0)
         return -EIO;
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", h[i]);
@@ -148,53 +150,33 @@ static int mailbox_dir(const struct cache *c, const char *mailbox, char *out, si
     return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
 }
 
-/* Sections are digits and dots; anything else never names a file. */
-static int section_ok(const char *s)
-{
-    return s[0] && strspn(s, "0123456789.") == strlen(s) && strlen(s) < 64;
-}
-
-static int part_path(const struct cache *c, const char *mailbox, uint32_t uidvalidity,
-                     uint32_t uid, const char *section, char *out, size_t outlen)
-{
-    char dir[4096];
-    int rc, n;
-
-    if (!section_ok(section))
-        return -EINVAL;
-    if ((rc = mailbox_dir(c, mailbox, dir, sizeof dir)) != 0)
-        return rc;
-    n = snprintf(out, outlen, "%s/%u/%u-%s", dir, uidvalidity, uid, section);
-    return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
-}
-
 /* Writes magic + length + checksum + payload to path, atomically. */
 static int write_entry(const char *path, const char *magic, const void *data, size_t len)
 {
-    unsigned char header[HEADER_LEN];
+    unsigned char header[CACHE_HEADER_LEN];
     uint64_t len64 = len;
-    char tmp[4200], *slash;
+    char tmp[4400], *slash;
     int fd, rc = 0;
 
     memcpy(header, magic, 8);
     memcpy(header + 8, &len64, 8);
-    if (sha256(data, len, header + 16) != 0)
+    if (cache_sha256(data, len, header + 16) != 0)
         return -EIO;
     if ((slash = strrchr(path, '/')) != NULL) {
         char dir[4096];
 
         snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-        if ((rc = make_dirs(dir)) != 0)
+        if ((rc = cache_make_dirs(dir)) != 0)
             return rc;
     }
     snprintf(tmp, sizeof tmp, "%s.tmp.%d.%u", path, (int)getpid(),
-             atomic_fetch_add(&tmp_counter, 1));
+             atomic_fetch_add(&cache_tmp_counter, 1));
     if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
         return -errno;
-    for (size_t off = 0, total = HEADER_LEN + len; off < total && rc == 0;) {
-        const char *src = off < HEADER_LEN ? (const char *)header + off
-                                           : (const char *)data + (off - HEADER_LEN);
-        size_t chunk = off < HEADER_LEN ? HEADER_LEN - off : total - off;
+    for (size_t off = 0, total = CACHE_HEADER_LEN + len; off < total && rc == 0;) {
+        const char *src = off < CACHE_HEADER_LEN ? (const char *)header + off
+                                           : (const char *)data + (off - CACHE_HEADER_LEN);
+        size_t chunk = off < CACHE_HEADER_LEN ? CACHE_HEADER_LEN - off : total - off;
         ssize_t n = write(fd, src, chunk);
 
         if (n < 0 && errno == EINTR)
@@ -219,7 +201,7 @@ static int write_entry(const char *path, const char *magic, const void *data, si
 /* Reads and checks an entry; a bad one is removed. 0, -ENOENT, -ENOMEM. */
 static int read_entry(const char *path, const char *magic, char **data, size_t *len)
 {
-    unsigned char header[HEADER_LEN], sum[32];
+    unsigned char header[CACHE_HEADER_LEN], sum[32];
     uint64_t len64;
     struct stat st;
     size_t got = 0;
@@ -228,11 +210,11 @@ static int read_entry(const char *path, const char *magic, char **data, size_t *
     *data = NULL;
     if (fd < 0)
         return -ENOENT;
-    if (fstat(fd, &st) != 0 || st.st_size < HEADER_LEN || read(fd, header, HEADER_LEN) != HEADER_LEN)
+    if (fstat(fd, &st) != 0 || st.st_size < CACHE_HEADER_LEN || read(fd, header, CACHE_HEADER_LEN) != CACHE_HEADER_LEN)
         goto corrupt;
     memcpy(&len64, header + 8, 8);
-    if (memcmp(header, magic, 8) != 0 || len64 > ENTRY_MAX ||
-        (uint64_t)st.st_size != HEADER_LEN + len64)
+    if (memcmp(header, magic, 8) != 0 || len64 > CACHE_ENTRY_MAX ||
+        (uint64_t)st.st_size != CACHE_HEADER_LEN + len64)
         goto corrupt;
     if ((*data = malloc(len64 + 1)) == NULL) {
         close(fd);
@@ -247,7 +229,7 @@ static int read_entry(const char *path, const char *magic, char **data, size_t *
             goto corrupt;
         got += (size_t)n;
     }
-    if (sha256(*data, got, sum) != 0 || memcmp(sum, header + 16, 32) != 0)
+    if (cache_sha256(*data, got, sum) != 0 || memcmp(sum, header + 16, 32) != 0)
         goto corrupt;
     close(fd);
     (*data)[got] = '\0';
@@ -260,25 +242,6 @@ corrupt:
     log_warn("cache entry %s is damaged; fetching it again", path);
     unlink(path);
     return -ENOENT;
-}
-
-int cache_get_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, uint32_t uid,
-                   const char *section, char **data, size_t *len)
-{
-    char path[4200];
-
-    if (part_path(c, mailbox, uidvalidity, uid, section, path, sizeof path) != 0)
-        return -ENOENT;
-    return read_entry(path, MAGIC_PART, data, len);
-}
-
-int cache_put_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, uint32_t uid,
-                   const char *section, const char *data, size_t len)
-{
-    char path[4200];
-    int rc = part_path(c, mailbox, uidvalidity, uid, section, path, sizeof path);
-
-    return rc ? rc : write_entry(path, MAGIC_PART, data, len);
 }
 
 /* ---- listings ---------------------------------------------------------- */
@@ -308,7 +271,7 @@ int cache_put_listing(struct cache *c, const char *mailbox, const struct src_lis
     char *buf;
     int rc;
 
-    if ((rc = mailbox_dir(c, mailbox, dir, sizeof dir)) != 0)
+    if ((rc = cache_mailbox_dir(c, mailbox, dir, sizeof dir)) != 0)
         return rc;
     snprintf(path, sizeof path, "%s/listing", dir);
     for (size_t i = 0; i < l->count; i++)
@@ -396,7 +359,7 @@ int cache_get_listing(struct cache *c, const char *mailbox, struct src_listing *
     int rc;
 
     memset(out, 0, sizeof *out);
-    if (mailbox_dir(c, mailbox, dir, sizeof dir) != 0)
+    if (cache_mailbox_dir(c, mailbox, dir, sizeof dir) != 0)
         return -ENOENT;
     snprintf(path, sizeof path, "%s/listing", dir);
     if ((rc = read_entry(path, MAGIC_LISTING, &buf, &len)) != 0)
@@ -436,7 +399,7 @@ void cache_drop_other_uidvalidity(struct cache *c, const char *mailbox, uint32_t
     DIR *d;
     struct dirent *e;
 
-    if (mailbox_dir(c, mailbox, dir, sizeof dir) != 0 || (d = opendir(dir)) == NULL)
+    if (cache_mailbox_dir(c, mailbox, dir, sizeof dir) != 0 || (d = opendir(dir)) == NULL)
         return;
     snprintf(keep, sizeof keep, "%u", uidvalidity);
     while ((e = readdir(d)) != NULL) {

@@ -118,14 +118,8 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     struct store_attr a;
     int rc;
 
-    if (path == NULL && fi && fi->fh) {
-        /* nullpath_ok: an open file; its bytes are in hand. */
-        const struct blob *b = (const struct blob *)(uintptr_t)fi->fh;
-
-        memset(&a, 0, sizeof a);
-        a.kind = STORE_FILE;
-        a.size = b->len;
-    } else if ((rc = store_getattr(ctx_fsops()->store, path, &a)) != 0)
+    (void)fi;
+    if ((rc = store_getattr(ctx_fsops()->store, path, &a)) != 0)
         return rc;
     fill_stat(&a, st);
     return 0;
@@ -145,25 +139,6 @@ static int fill_one(void *arg, const char *name, const struct store_attr *a)
     return c->fill(c->buf, name, &st, 0, 0) ? -ENOMEM : 0;
 }
 
-/* nullpath_ok hands readdir no path: keep it from opendir. */
-static int op_opendir(const char *path, struct fuse_file_info *fi)
-{
-    char *copy = strdup(path);
-
-    if (copy == NULL)
-        return -ENOMEM;
-    fi->fh = (uint64_t)(uintptr_t)copy;
-    return 0;
-}
-
-static int op_releasedir(const char *path, struct fuse_file_info *fi)
-{
-    (void)path;
-    free((char *)(uintptr_t)fi->fh);
-    fi->fh = 0;
-    return 0;
-}
-
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
@@ -171,9 +146,8 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
     int rc;
 
     (void)off;
+    (void)fi;
     (void)flags;
-    if (path == NULL)
-        path = (const char *)(uintptr_t)fi->fh;
     if (fill(buf, ".", NULL, 0, 0) || fill(buf, "..", NULL, 0, 0))
         return -ENOMEM;
     rc = store_readdir(ctx_fsops()->store, path, fill_one, &c);
@@ -374,7 +348,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 
     (void)conn;
     cfg->use_ino = 1;
-    cfg->nullpath_ok = 1;
+    /* Paths in every call: readdir needs one, and nothing here is ever unlinked. */
+    cfg->nullpath_ok = 0;
     cfg->kernel_cache = 0;
     cfg->entry_timeout = 1;
     cfg->attr_timeout = 1;
@@ -404,9 +379,7 @@ static void op_destroy(void *data)
 
 static const struct fuse_operations fsops_ops = {
     .getattr = op_getattr,
-    .opendir = op_opendir,
     .readdir = op_readdir,
-    .releasedir = op_releasedir,
     .open = op_open,
     .read = op_read,
     .release = op_release,

@@ -223,7 +223,7 @@ static void dirnode_sort(struct dirnode *d)
 /* Adds one mailbox to the tree; its directories are made as needed. */
 static int tree_add(struct store *s, struct tree *t, const struct src_mailbox *mb)
 {
-    char *display = name_mailbox_decode(mb->name), *copy, *save = NULL, delim[2] = {mb->delim, 0};
+    char *display = name_mailbox_decode(mb->name), *copy, *piece, *next;
     struct dirnode *d = t->root;
     int rc = 0;
 
@@ -233,11 +233,18 @@ static int tree_add(struct store *s, struct tree *t, const struct src_mailbox *m
         free(display);
         return -ENOMEM;
     }
-    /* A flat namespace (NIL delimiter) gives one directory per mailbox. */
-    for (char *piece = mb->delim ? strtok_r(copy, delim, &save) : copy; piece && d;
-         piece = mb->delim ? strtok_r(NULL, delim, &save) : NULL) {
-        char *name = dir_component(piece);
+    /*
+     * A flat namespace (NIL delimiter) gives one directory per mailbox.
+     * Empty pieces ("A..B", "A.") are kept (dir_component escapes them), so
+     * two mailboxes never land on one directory.
+     */
+    for (piece = copy; piece && d; piece = next) {
+        char *name;
 
+        next = mb->delim ? strchr(piece, mb->delim) : NULL;
+        if (next)
+            *next++ = '\0';
+        name = dir_component(piece);
         d = name ? dirnode_get_child(d, name) : NULL;
         free(name);
     }

@@ -167,7 +167,7 @@ struct fetch_ctx {
     struct store *s;
     struct mbox *m;
     uint32_t uidvalidity;
-    int from_network; /* parts handed to on_part now come from the source */
+    struct cache_writer *writer; /* parts handed to on_part now come from the source */
     struct part_meta *meta;
     struct src_part_req *reqs;
     size_t n;
@@ -188,9 +188,8 @@ static int on_part(void *arg, size_t i, const char *data, size_t len)
         return 0;
     c->seen[i] = 1;
     /* Kept as fetched: a remount parses it again without asking the server. */
-    if (c->from_network && c->s->cache &&
-        cache_put_part(c->s->cache, c->m->raw, c->uidvalidity, pm->uid, pm->part->section, data,
-                       len) != 0)
+    if (c->writer &&
+        cache_writer_add(c->writer, pm->uid, pm->part->section, data, len) != 0)
         log_warn("%s: cannot cache UID %u part %s", c->m->display, pm->uid, pm->part->section);
     rc = mime_decode_part(data, len, pm->part->encoding, pm->part->charset, &text, &tlen, err,
                           sizeof err);
@@ -211,30 +210,67 @@ static int on_part(void *arg, size_t i, const char *data, size_t len)
     return 0;
 }
 
+/* Requests ordered by (uid, section), to match what the cache holds. */
+static int compare_req(const void *a, const void *b, void *arg)
+{
+    const struct fetch_ctx *fc = arg;
+    const struct part_meta *x = &fc->meta[*(const size_t *)a], *y = &fc->meta[*(const size_t *)b];
+
+    if (x->uid != y->uid)
+        return x->uid < y->uid ? -1 : 1;
+    return strcmp(x->part->section, y->part->section);
+}
+
+struct cache_view {
+    struct fetch_ctx *fc;
+    size_t *order; /* request indices sorted by compare_req */
+};
+
+/* A cached part: if a request wants it, it is parsed like a fetched one. */
+static int on_cached_part(void *arg, uint32_t uid, const char *section, const char *data,
+                          size_t len)
+{
+    struct cache_view *v = arg;
+    size_t lo = 0, hi = v->fc->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct part_meta *pm = &v->fc->meta[v->order[mid]];
+        int c = pm->uid != uid ? (pm->uid < uid ? -1 : 1) : strcmp(pm->part->section, section);
+
+        if (c == 0)
+            return on_part(v->fc, v->order[mid], data, len);
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0; /* an expunged message's part, or one no longer wanted */
+}
+
 /*
- * Serves what it can from the disk cache. Requests it served are marked
- * seen (so the fetch skips nothing twice); *missing counts the rest.
+ * Serves what it can from the disk cache (one pass over its packs).
+ * Requests it served are marked seen; *missing counts the rest.
  */
 static int parts_from_cache(struct fetch_ctx *fc, size_t *missing)
 {
-    *missing = 0;
-    for (size_t i = 0; i < fc->n; i++) {
-        char *data;
-        size_t len;
-        int rc;
+    struct cache_view v = {fc, NULL};
+    int rc = 0;
 
-        if (fc->s->cache == NULL ||
-            cache_get_part(fc->s->cache, fc->m->raw, fc->uidvalidity, fc->meta[i].uid,
-                           fc->meta[i].part->section, &data, &len) != 0) {
-            (*missing)++;
-            continue;
-        }
-        rc = on_part(fc, i, data, len);
-        free(data);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    *missing = fc->n;
+    if (fc->s->cache == NULL || fc->n == 0)
+        return 0;
+    if ((v.order = malloc(fc->n * sizeof *v.order)) == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < fc->n; i++)
+        v.order[i] = i;
+    qsort_r(v.order, fc->n, sizeof *v.order, compare_req, fc);
+    rc = cache_each_part(fc->s->cache, fc->m->raw, fc->uidvalidity, on_cached_part, &v);
+    free(v.order);
+    *missing = 0;
+    for (size_t i = 0; i < fc->n; i++)
+        *missing += !fc->seen[i];
+    return rc;
 }
 
 struct missing_view {
@@ -263,9 +299,15 @@ static int fetch_missing(struct fetch_ctx *fc, size_t nmissing, char *err, size_
                 reqs[j] = fc->reqs[i];
                 v.map[j++] = i;
             }
-        fc->from_network = 1;
+        /* What arrives goes to the cache as one pack (one fsync per sync). */
+        if (fc->s->cache)
+            fc->writer = cache_writer_begin(fc->s->cache, fc->m->raw, fc->uidvalidity);
         rc = source_fetch_parts(fc->s->src, fc->m->raw, fc->uidvalidity, reqs, j, on_missing_part,
                                 &v, err, errlen);
+        /* Even after a failure the parts that did arrive are good to keep. */
+        if (fc->writer && cache_writer_commit(fc->writer) != 0)
+            log_warn("%s: cannot write fetched parts to the cache", fc->m->display);
+        fc->writer = NULL;
     }
     free(reqs);
     free(v.map);
@@ -592,6 +634,9 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
         m->failures = 0;
     }
     pthread_mutex_unlock(&m->lock);
+    /* Published, but m->sync_lock is still ours: nothing can replace it yet. */
+    if (s->cache && !offline)
+        cache_compact(s->cache, m->raw, snap->uidvalidity, &snap->listing);
     snap = NULL;
     if (changed && old)
         store_notify(s, m->path, NULL);

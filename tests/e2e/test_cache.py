@@ -201,7 +201,8 @@ def test_cache_private_dirs_0700_files_0600_no_password(server, mounter, workroo
     read_all(m)
     root = cache_root(m)
     files = cachedir.files(root)
-    assert len(files) >= 5  # four parts and a listing at least
+    assert len(cachedir.part_entries(root)) == 4  # four parts, in packs
+    assert [p for p in files if os.path.basename(p) == "listing"]
     for d, _, names in os.walk(root):
         assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
         for n in names:
@@ -253,26 +254,39 @@ def test_remount_with_server_unchanged_downloads_nothing_again(server, mounter, 
     assert new_uid not in uids
 
 
-def test_damaged_cache_entries_detected_and_fetched_again(server, mounter, workroot):
+def _flip_payload_byte(path):
+    with open(path, "r+b") as f:  # one payload byte changed, length intact
+        data = f.read()
+        f.seek(len(data) - 10)
+        f.write(bytes([data[-10] ^ 0x20]))
+
+
+def _cut_payload(path):
+    with open(path, "r+b") as f:  # cut in the middle of the payload
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _cut_header(path):
+    with open(path, "r+b") as f:  # cut inside the header
+        f.truncate(10)
+
+
+@pytest.mark.parametrize("damage", [_flip_payload_byte, _cut_payload, _cut_header],
+                         ids=["flipped-byte", "cut-payload", "cut-header"])
+def test_damaged_cache_entries_detected_and_fetched_again(server, mounter, workroot, damage):
     dv, user = server, "corrupt"
-    uids = fill(dv, user, "Damaged", big_mailbox(n=8, with_pdf=2)[0])
-    cache = os.path.join(workroot, "corrupt-cache")
-    opts = ["cache_dir=" + cache]
+    box = "Damaged" + damage.__name__.replace("_", "")
+    uids = fill(dv, user, box, big_mailbox(n=8, with_pdf=2)[0])
+    cache = os.path.join(workroot, "corrupt-cache-" + box)
+    opts = ["cache_dir=" + cache, "mailboxes=" + box]
     first = mount_as(mounter, dv, user, options=opts)
     tree1 = read_all(first)
     assert first.stop() == 0, first.stderr()
     entries = cachedir.part_entries(cache)
     assert set(u for u, _ in entries) == set(uids)
-    victims = sorted(entries)[:3]
-    flip, half, head = (entries[v] for v in victims)
-    with open(flip, "r+b") as f:  # one payload byte changed, length intact
-        data = f.read()
-        f.seek(len(data) - 10)
-        f.write(bytes([data[-10] ^ 0x20]))
-    with open(half, "r+b") as f:  # cut in the middle of the payload
-        f.truncate(os.path.getsize(half) // 2)
-    with open(head, "r+b") as f:  # cut inside the header
-        f.truncate(10)
+    # One sync fetched them all: they share one pack, which is damaged whole.
+    [pack] = cachedir.packs(cache)
+    damage(pack)
     raw = wire.Rawlog(dv, user)
     since = raw.mark()
     second = mount_as(mounter, dv, user, options=opts)
@@ -280,8 +294,9 @@ def test_damaged_cache_entries_detected_and_fetched_again(server, mounter, workr
     assert second.stop() == 0, second.stderr()
     cmds = commands(finished_sessions(dv, user, since))
     refetched = set().union(*[u for u, _ in wire.body_peeks(cmds)])
-    assert refetched == {u for u, _ in victims}
+    assert refetched == set(uids)
     assert not cachedir.damaged(cache)
+    assert set(u for u, _ in cachedir.part_entries(cache)) == set(uids)
 
 
 def test_damaged_listing_entry_means_listing_again(server, mounter, workroot):

@@ -34,6 +34,7 @@ import pytest
 from harness import dovecot as dvmod
 from harness import fakeimap, fs, mount, oauth, scenario
 
+
 # ----- helpers ----------------------------------------------------------------
 
 
@@ -883,9 +884,6 @@ def test_hostile_mailbox_names_from_a_scripted_server_stay_inside(pki, mounter):
         assert m.stop() == 0, m.stderr()
 
 
-@pytest.mark.xfail(strict=True, reason="store.c tree_add() splits names with strtok_r, which "
-                   "skips empty parts: 'A..B' lands on 'A.B', 'A.' on 'A', '..' on the root, "
-                   "and the later mailbox of a clash is silently left out (issue 5)")
 def test_empty_hierarchy_parts_do_not_merge_mailboxes(pki, mounter):
     boxes = [(b"Cal.Evil", "."), (b"Cal..Evil", "."), (b"trailing", "."), (b"trailing.", "."),
              (b"..", "."), (b"INBOX", ".")]
@@ -930,8 +928,6 @@ def test_cache_dir_owned_by_someone_else_is_refused(dovecot_server, mounter, tmp
     assert rc == 1 and str(cache) in one_line(err), err
 
 
-@pytest.mark.xfail(strict=True, reason="cache.c cache_open() chmods a group/world-writable "
-                   "cache directory to 0700 instead of refusing it (issue 5)")
 def test_cache_dir_writable_by_others_is_refused(dovecot_server, mounter, tmp_path):
     dv = dovecot_server
     cache = tmp_path / "cache"

@@ -7,7 +7,7 @@ import os
 import re
 import struct
 
-PART = b"ICFSPRT"
+PACK = b"ICFSPAK"
 LISTING = b"ICFSLST"
 
 
@@ -22,7 +22,7 @@ def files(root):
 
 
 def magic_for(path):
-    return LISTING if os.path.basename(path) == "listing" else PART
+    return LISTING if os.path.basename(path) == "listing" else PACK
 
 
 def entry_ok(data, magic):
@@ -42,13 +42,32 @@ def damaged(root):
             if ".tmp." not in os.path.basename(p) and not entry_ok(data, magic_for(p))]
 
 
+def pack_records(data):
+    """[(uid, section, payload)] of a whole pack: after the header, records
+    of u32 uid, u16 section length, u64 data length, section, data."""
+    out, pos = [], 48
+    while pos < len(data):
+        uid, slen, dlen = struct.unpack("=IHQ", data[pos:pos + 14])
+        pos += 14
+        section = data[pos:pos + slen].decode()
+        pos += slen
+        out.append((uid, section, data[pos:pos + dlen]))
+        pos += dlen
+    return out
+
+
+def packs(root):
+    """Paths of the (committed) packs below root."""
+    return sorted(p for p in files(root) if os.path.basename(p).startswith("pack-"))
+
+
 def part_entries(root):
-    """{(uid, section): path} of the cached parts below root."""
+    """{(uid, section): path of the pack holding it} of the cached parts."""
     out = {}
-    for path in files(root):
-        m = re.match(r"^(\d+)-([\d.]+)$", os.path.basename(path))
-        if m:
-            out[(int(m.group(1)), m.group(2))] = path
+    for path, data in files(root).items():
+        if os.path.basename(path).startswith("pack-") and entry_ok(data, PACK):
+            for uid, section, _ in pack_records(data):
+                out[(uid, section)] = path
     return out
 
 
