@@ -98,10 +98,14 @@ struct cal_versions {
     char *source_url;
     struct cal_version *v;
     size_t n, cap;
-    char **vtz; /* VTIMEZONE texts (folded CRLF) of this message */
+    const char **vtz; /* VTIMEZONE texts (folded CRLF) of this message, interned */
     size_t *vtz_len;
     size_t nvtz, capvtz;
 };
+
+/* cal_intern.c: shared copies of texts many messages carry (VTIMEZONEs). */
+const char *cal_intern(const char *text, size_t len); /* NULL on ENOMEM */
+void cal_unintern(const char *text);
 
 /* cal_zone.c: UTC offsets from yearly VTIMEZONE rules, without libical. */
 struct cal_tzrules;

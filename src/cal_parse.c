@@ -73,7 +73,7 @@ void cal_versions_free(struct cal_versions *v)
         cal_version_clear(&v->v[i]);
     free(v->v);
     for (size_t i = 0; i < v->nvtz; i++)
-        free(v->vtz[i]);
+        cal_unintern(v->vtz[i]);
     free(v->vtz);
     free(v->vtz_len);
     free(v->mailbox);
@@ -125,9 +125,14 @@ static void cal_tzmap_free(struct cal_tzmap *m)
     free(m->e);
 }
 
-/* Adds a VTIMEZONE text to the message's pool (deduplicated); index or -1. */
+/*
+ * Adds a VTIMEZONE text to the message's pool (deduplicated; the text
+ * itself is shared process-wide, see cal_intern.c); index or -1. Frees text.
+ */
 static int cal_pool_add(struct cal_versions *v, char *text, size_t len)
 {
+    const char *shared;
+
     for (size_t i = 0; i < v->nvtz; i++) {
         if (v->vtz_len[i] == len && memcmp(v->vtz[i], text, len) == 0) {
             free(text);
@@ -136,7 +141,7 @@ static int cal_pool_add(struct cal_versions *v, char *text, size_t len)
     }
     if (v->nvtz == v->capvtz) {
         size_t cap = v->capvtz ? v->capvtz * 2 : 4;
-        char **a = realloc(v->vtz, cap * sizeof *a);
+        const char **a = realloc(v->vtz, cap * sizeof *a);
         if (!a)
             goto fail;
         v->vtz = a;
@@ -146,7 +151,10 @@ static int cal_pool_add(struct cal_versions *v, char *text, size_t len)
         v->vtz_len = l;
         v->capvtz = cap;
     }
-    v->vtz[v->nvtz] = text;
+    if ((shared = cal_intern(text, len)) == NULL)
+        goto fail;
+    free(text);
+    v->vtz[v->nvtz] = shared;
     v->vtz_len[v->nvtz] = len;
     return (int)v->nvtz++;
 fail:
