@@ -4,7 +4,8 @@
 One connection (implicit TLS), LIST, then per mailbox: EXAMINE, one
 `UID FETCH 1:* (BODYSTRUCTURE)`, and the calendar parts it names fetched
 with `UID FETCH <uids> (BODY.PEEK[<section>])` -- one command per distinct
-section, all of them sent before the first answer is read (pipelined).
+section (split so that no UID set exceeds 8,000 bytes), all of them sent
+before the first answer is read (pipelined).
 The parts' bytes are read and thrown away: no decoding, no parsing, no
 merging.  What this costs is what the server and the wire cost; imapcalfs
 cannot do less work on the network, only overlap it (two connections).
@@ -30,6 +31,7 @@ import time
 
 TOKEN = re.compile(rb'[ \t]*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|(NIL)(?=[\s()])|([^\s()"]+))')
 LITERAL = re.compile(rb"\{(\d+)\}$")
+MAX_SET = 8000  # bytes of one UID set
 
 
 class Conn:
@@ -242,11 +244,10 @@ def message_parts(body, prefix, out):
         leaf(body, prefix + [1], out)
 
 
-def uid_set(uids):
-    """1,2,3,7 -> b'1:3,7'."""
-    uids = sorted(uids)
+def uid_ranges(uids):
+    """1,2,3,7 -> [b'1:3', b'7']."""
     out, start, prev = [], None, None
-    for u in uids:
+    for u in sorted(uids):
         if start is None:
             start = prev = u
         elif u == prev + 1:
@@ -256,7 +257,28 @@ def uid_set(uids):
             start = prev = u
     if start is not None:
         out.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
-    return b",".join(out)
+    return out
+
+
+def uid_set(uids):
+    """1,2,3,7 -> b'1:3,7'."""
+    return b",".join(uid_ranges(uids))
+
+
+def uid_sets(uids, limit=MAX_SET):
+    """UID sets of at most `limit` bytes covering uids: servers refuse
+    longer command lines (Dovecot: 64 KiB; RFC 7162 §4 asks clients to
+    stay under 8 KiB)."""
+    sets, cur, size = [], [], 0
+    for r in uid_ranges(uids):
+        if cur and size + 1 + len(r) > limit:
+            sets.append(b",".join(cur))
+            cur, size = [], 0
+        cur.append(r)
+        size += len(r) + (1 if size else 0)
+    if cur:
+        sets.append(b",".join(cur))
+    return sets
 
 
 def list_mailboxes(conn):
@@ -300,9 +322,10 @@ def fetch_mailbox(conn, mailbox, stats):
     tags = []
     cmds = []
     for sec, uids in sorted(by_section.items()):
-        tag = conn.tag()
-        tags.append(tag)
-        cmds.append(tag + b" UID FETCH " + uid_set(uids) + b" (BODY.PEEK[" + sec.encode() + b"])")
+        for uset in uid_sets(uids):
+            tag = conn.tag()
+            tags.append(tag)
+            cmds.append(tag + b" UID FETCH " + uset + b" (BODY.PEEK[" + sec.encode() + b"])")
         stats["parts"] += len(uids)
     if cmds:
         conn.send(*cmds)

@@ -35,9 +35,14 @@ char *cache_default_dir(const char *account);
  */
 struct cache_writer;
 
-/* A writer for new parts of mailbox under uidvalidity; NULL on error. */
+/*
+ * A writer for new records of mailbox under uidvalidity, on a shelf: NULL
+ * for fetched parts, or a name (letters, digits, '-') for other records
+ * (the store keeps parsed versions on a shelf named after the filter).
+ * NULL on error.
+ */
 struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox,
-                                        uint32_t uidvalidity);
+                                        uint32_t uidvalidity, const char *shelf);
 /* Adds one part, still transfer-encoded. 0, or a negative errno (the writer is then spent). */
 int cache_writer_add(struct cache_writer *w, uint32_t uid, const char *section, const char *data,
                      size_t len);
@@ -51,14 +56,14 @@ int cache_writer_commit(struct cache_writer *w);
  */
 typedef int (*cache_part_fn)(void *ctx, uint32_t uid, const char *section, const char *data,
                              size_t len);
-int cache_each_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, cache_part_fn fn,
-                    void *ctx);
+int cache_each_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
+                    cache_part_fn fn, void *ctx);
 
 /*
  * When mailbox has many packs, rewrites them into one holding only the parts
  * of messages still listed in live (expunged ones are dropped).
  */
-void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity,
+void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
                    const struct src_listing *live);
 
 /* The last listing of mailbox (free with source_listing_free). 0 or -ENOENT. */

@@ -18,6 +18,13 @@
 
 #define CAL_PRODID "-//imapcalfs//imapcalfs 0.1//EN"
 
+/*
+ * Names the format of cal_versions_save() and the way components are
+ * rendered into it: change it whenever either changes, so that versions
+ * saved by an older build are parsed again rather than trusted.
+ */
+#define CAL_SAVE_FORMAT "2"
+
 /* Largest calendar part handed to libical, and deepest BEGIN nesting. */
 #define CAL_MAX_PART_BYTES (16u << 20)
 #define CAL_MAX_NESTING 8
@@ -37,6 +44,7 @@ struct cal_origin {
 };
 
 struct cal_match {
+    char *spec;        /* "PROP~REGEX" as given (names the filter in cache keys) */
     char property[64]; /* upper case, e.g. "SUMMARY" */
     regex_t re;        /* POSIX ERE, REG_ICASE */
 };
@@ -106,6 +114,16 @@ int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
                           size_t errlen);
 
 size_t cal_versions_count(const struct cal_versions *v);
+
+/*
+ * v as bytes (malloc'd into *out) that cal_versions_load() turns back into
+ * the same versions without libical: a remount then parses nothing again.
+ * The bytes hold what the filter made of the parts, so they are only valid
+ * with an equal filter. 0 or -ENOMEM.
+ */
+int cal_versions_save(const struct cal_versions *v, char **out, size_t *len);
+/* NULL when buf is not such bytes (of this build's format). */
+struct cal_versions *cal_versions_load(const char *buf, size_t len, const struct cal_filter *f);
 void cal_versions_free(struct cal_versions *v);
 
 /*

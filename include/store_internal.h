@@ -25,6 +25,7 @@ struct msgver {
     int64_t internaldate;
     struct cal_versions *v;
     struct cal_stats stats; /* of parsing its parts */
+    int from_cache;         /* versions loaded from the cache, not parsed */
 };
 
 struct snap_file {
@@ -108,6 +109,7 @@ struct store {
 
     atomic_uint_fast64_t next_generation;
     int64_t mounted_at;  /* mtime of what has no mail behind it yet */
+    char versions_shelf[24]; /* cache shelf of parsed versions, named after the filter */
     atomic_int nwatched; /* IDLE watchers started (-o idle), at most STORE_MAX_WATCHES */
 };
 
@@ -142,6 +144,13 @@ void mbox_free(struct mbox *m);
 int store_root_merged(struct store *s, struct tree *t, int force, struct blob **out,
                       int64_t *mtime);
 struct blob *store_empty_calendar(void);
+
+/* store_versions.c: parsed versions in the cache (a remount parses nothing again) */
+void store_versions_shelf(const struct opts *o, char *out, size_t outlen);
+int store_versions_load(struct store *s, struct mbox *m, uint32_t uidvalidity,
+                        struct msgver **fresh, size_t n);
+void store_versions_save(struct store *s, struct mbox *m, uint32_t uidvalidity,
+                         struct msgver **fresh, size_t n);
 
 /* store_status.c */
 struct blob *store_status_text(struct store *s, struct tree *t, const struct dirnode *scope);

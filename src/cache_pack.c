@@ -46,26 +46,32 @@ struct cache_writer {
     int failed;
 };
 
-static int pack_dir(const struct cache *c, const char *mailbox, uint32_t uidvalidity, char *out,
-                    size_t outlen)
+/* DIR/<mailbox>/<uidvalidity>[/<shelf>] */
+static int pack_dir(const struct cache *c, const char *mailbox, uint32_t uidvalidity,
+                    const char *shelf, char *out, size_t outlen)
 {
     char mdir[4096];
     int n;
 
+    if (shelf && (shelf[0] == '\0' || strspn(shelf, "abcdefghijklmnopqrstuvwxyz"
+                                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") !=
+                                           strlen(shelf)))
+        return -EINVAL;
     if (cache_mailbox_dir(c, mailbox, mdir, sizeof mdir) != 0)
         return -ENAMETOOLONG;
-    n = snprintf(out, outlen, "%s/%u", mdir, uidvalidity);
+    n = shelf ? snprintf(out, outlen, "%s/%u/%s", mdir, uidvalidity, shelf)
+              : snprintf(out, outlen, "%s/%u", mdir, uidvalidity);
     return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
 }
 
 struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox,
-                                        uint32_t uidvalidity)
+                                        uint32_t uidvalidity, const char *shelf)
 {
     struct cache_writer *w = calloc(1, sizeof *w);
 
     if (w == NULL)
         return NULL;
-    if (pack_dir(c, mailbox, uidvalidity, w->dir, sizeof w->dir) != 0 ||
+    if (pack_dir(c, mailbox, uidvalidity, shelf, w->dir, sizeof w->dir) != 0 ||
         (w->sha = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(w->sha);
         free(w);
@@ -336,14 +342,14 @@ static void free_names(char **names, size_t n)
     free(names);
 }
 
-int cache_each_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, cache_part_fn fn,
-                    void *ctx)
+int cache_each_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
+                    cache_part_fn fn, void *ctx)
 {
     char dir[4200], **names;
     size_t n;
     int rc = 0;
 
-    if (pack_dir(c, mailbox, uidvalidity, dir, sizeof dir) != 0)
+    if (pack_dir(c, mailbox, uidvalidity, shelf, dir, sizeof dir) != 0)
         return 0;
     list_packs(dir, &names, &n);
     if (n > 1)
@@ -396,19 +402,20 @@ static int copy_live(void *arg, uint32_t uid, const char *section, const char *d
     return cache_writer_add(cc->w, uid, section, data, len);
 }
 
-void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity,
+void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
                    const struct src_listing *live)
 {
     char dir[4200], **names;
     struct compact_ctx cc = {.live = live};
     size_t n;
 
-    if (pack_dir(c, mailbox, uidvalidity, dir, sizeof dir) != 0)
+    if (pack_dir(c, mailbox, uidvalidity, shelf, dir, sizeof dir) != 0)
         return;
     list_packs(dir, &names, &n);
-    if (n > PACKS_BEFORE_COMPACT && (cc.w = cache_writer_begin(c, mailbox, uidvalidity)) != NULL) {
+    if (n > PACKS_BEFORE_COMPACT &&
+        (cc.w = cache_writer_begin(c, mailbox, uidvalidity, shelf)) != NULL) {
         /* The new pack is visible before the old ones go: a crash loses nothing. */
-        int rc = cache_each_part(c, mailbox, uidvalidity, copy_live, &cc);
+        int rc = cache_each_part(c, mailbox, uidvalidity, shelf, copy_live, &cc);
 
         if (rc != 0)
             writer_free(cc.w);

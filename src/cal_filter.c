@@ -52,12 +52,13 @@ int cal_filter_add_match(struct cal_filter *f, const char *spec, char *err, size
         return -EINVAL;
     }
     struct cal_match *a = realloc(f->match, (f->nmatch + 1) * sizeof *a);
-    if (!a) {
+    if (a)
+        f->match = a;
+    if (!a || !(m.spec = strdup(spec))) {
         regfree(&m.re);
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    f->match = a;
     a[f->nmatch++] = m;
     return 0;
 }
@@ -134,8 +135,10 @@ void cal_filter_free(struct cal_filter *f)
 {
     if (!f)
         return;
-    for (size_t i = 0; i < f->nmatch; i++)
+    for (size_t i = 0; i < f->nmatch; i++) {
         regfree(&f->match[i].re);
+        free(f->match[i].spec);
+    }
     free(f->match);
     f->match = NULL;
     f->nmatch = 0;

@@ -28,8 +28,20 @@ struct inval {
     char path[];
 };
 
+/*
+ * An open file: the bytes it opened. Kept on a list because the kernel
+ * drops RELEASE requests still queued at unmount; fsops_free() then frees
+ * what is left.
+ */
+struct open_file {
+    struct blob *bytes;
+    struct open_file *prev, *next;
+};
+
 struct fsops {
     struct store *store;
+    pthread_mutex_t open_lock;
+    struct open_file *open_files;
     struct fuse *fuse;
     pthread_t thread;
     int thread_started;
@@ -155,9 +167,40 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
     return rc == -ENOMEM ? 0 : rc;
 }
 
+static struct open_file *open_file_new(struct fsops *f, struct blob *b)
+{
+    struct open_file *of = calloc(1, sizeof *of);
+
+    if (of == NULL)
+        return NULL;
+    of->bytes = b;
+    pthread_mutex_lock(&f->open_lock);
+    of->next = f->open_files;
+    if (of->next)
+        of->next->prev = of;
+    f->open_files = of;
+    pthread_mutex_unlock(&f->open_lock);
+    return of;
+}
+
+static void open_file_free(struct fsops *f, struct open_file *of)
+{
+    pthread_mutex_lock(&f->open_lock);
+    if (of->prev)
+        of->prev->next = of->next;
+    else
+        f->open_files = of->next;
+    if (of->next)
+        of->next->prev = of->prev;
+    pthread_mutex_unlock(&f->open_lock);
+    blob_unref(of->bytes);
+    free(of);
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
     struct store_attr a;
+    struct open_file *of;
     struct blob *b = NULL;
     int rc;
 
@@ -169,7 +212,11 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         return -EISDIR;
     if ((rc = store_open(ctx_fsops()->store, path, &b)) != 0)
         return rc;
-    fi->fh = (uint64_t)(uintptr_t)b;
+    if ((of = open_file_new(ctx_fsops(), b)) == NULL) {
+        blob_unref(b);
+        return -ENOMEM;
+    }
+    fi->fh = (uint64_t)(uintptr_t)of;
     /*
      * Every read comes to us, from the bytes this open holds. The kernel's
      * page cache is per inode and shared by all open files: a reader that
@@ -186,7 +233,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 static int op_read(const char *path, char *buf, size_t size, off_t off,
                    struct fuse_file_info *fi)
 {
-    const struct blob *b = (const struct blob *)(uintptr_t)fi->fh;
+    const struct blob *b = ((const struct open_file *)(uintptr_t)fi->fh)->bytes;
     size_t n;
 
     (void)path;
@@ -202,7 +249,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
-    blob_unref((struct blob *)(uintptr_t)fi->fh);
+    open_file_free(ctx_fsops(), (struct open_file *)(uintptr_t)fi->fh);
     fi->fh = 0;
     return 0;
 }
@@ -419,6 +466,7 @@ struct fsops *fsops_new(struct store *store)
         return NULL;
     f->store = store;
     pthread_mutex_init(&f->lock, NULL);
+    pthread_mutex_init(&f->open_lock, NULL);
     pthread_cond_init(&f->cond, NULL);
     return f;
 }
@@ -427,6 +475,9 @@ void fsops_free(struct fsops *f)
 {
     if (f == NULL)
         return;
+    while (f->open_files)
+        open_file_free(f, f->open_files);
+    pthread_mutex_destroy(&f->open_lock);
     while (f->head) {
         struct inval *next = f->head->next;
 

@@ -447,11 +447,11 @@ static int leaf_resolve(struct store *s, struct tree *t, const struct dirnode *d
     } else if (strcmp(leaf, NAME_MERGED) == 0 && !vdir && d->mbox == NULL) {
         if ((b = store_empty_calendar()) == NULL)
             return -ENOMEM;
-        mtime = s->mounted_at;
+        mtime = 0; /* it holds no message: stable across remounts */
     } else if (strcmp(leaf, NAME_DISPLAYNAME) == 0 && vdir && d->mbox) {
         if ((b = blob_new(d->mbox->display, strlen(d->mbox->display))) == NULL)
             return -ENOMEM;
-        mtime = s->mounted_at;
+        mtime = 0; /* the name does not come from any message */
     } else if (d->mbox) {
         struct mbox_snap *snap = mbox_get(s, d->mbox, 0, &err);
 
@@ -614,6 +614,7 @@ struct store *store_new(struct source *src, const struct opts *o, struct cache *
     s->src = src;
     s->o = o;
     s->cache = cache;
+    store_versions_shelf(o, s->versions_shelf, sizeof s->versions_shelf);
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->tree_sync_lock, NULL);
     pthread_mutex_init(&s->root_sync_lock, NULL);

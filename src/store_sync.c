@@ -265,7 +265,7 @@ static int parts_from_cache(struct fetch_ctx *fc, size_t *missing)
     for (size_t i = 0; i < fc->n; i++)
         v.order[i] = i;
     qsort_r(v.order, fc->n, sizeof *v.order, compare_req, fc);
-    rc = cache_each_part(fc->s->cache, fc->m->raw, fc->uidvalidity, on_cached_part, &v);
+    rc = cache_each_part(fc->s->cache, fc->m->raw, fc->uidvalidity, NULL, on_cached_part, &v);
     free(v.order);
     *missing = 0;
     for (size_t i = 0; i < fc->n; i++)
@@ -301,7 +301,7 @@ static int fetch_missing(struct fetch_ctx *fc, size_t nmissing, char *err, size_
             }
         /* What arrives goes to the cache as one pack (one fsync per sync). */
         if (fc->s->cache)
-            fc->writer = cache_writer_begin(fc->s->cache, fc->m->raw, fc->uidvalidity);
+            fc->writer = cache_writer_begin(fc->s->cache, fc->m->raw, fc->uidvalidity, NULL);
         rc = source_fetch_parts(fc->s->src, fc->m->raw, fc->uidvalidity, reqs, j, on_missing_part,
                                 &v, err, errlen);
         /* Even after a failure the parts that did arrive are good to keep. */
@@ -341,7 +341,9 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
                             char *err, size_t errlen)
 {
     struct fetch_ctx fc = {.s = s, .m = m, .uidvalidity = l->uidvalidity};
-    size_t nparts = 0, k = 0, nreqs = 0;
+    struct msgver **fresh = NULL;
+    const struct src_message **fresh_msg = NULL;
+    size_t nparts = 0, k = 0, nreqs = 0, nfresh = 0;
     int rc = 0;
 
     if (old && old->uidvalidity != l->uidvalidity) {
@@ -353,13 +355,16 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
         if (l->msgs[i].parts.count && !old_msgver(old, l->msgs[i].uid))
             nparts += l->msgs[i].parts.count;
     snap->msgs = calloc(l->count ? l->count : 1, sizeof *snap->msgs);
+    fresh = calloc(l->count ? l->count : 1, sizeof *fresh);
+    fresh_msg = calloc(l->count ? l->count : 1, sizeof *fresh_msg);
     fc.meta = calloc(nparts ? nparts : 1, sizeof *fc.meta);
     fc.reqs = calloc(nparts ? nparts : 1, sizeof *fc.reqs);
     fc.seen = calloc(nparts ? nparts : 1, 1);
-    if (!snap->msgs || !fc.meta || !fc.reqs || !fc.seen) {
+    if (!snap->msgs || !fresh || !fresh_msg || !fc.meta || !fc.reqs || !fc.seen) {
         rc = -ENOMEM;
         goto out;
     }
+    /* Messages known from the last sync keep their versions: IMAP messages never change. */
     for (size_t i = 0; i < l->count; i++) {
         const struct src_message *msg = &l->msgs[i];
         struct msgver *mv;
@@ -383,6 +388,18 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
             goto out;
         }
         snap->msgs[snap->nmsgs++] = mv;
+        fresh[nfresh] = mv;
+        fresh_msg[nfresh++] = msg;
+    }
+    /* New to this mount but parsed by an earlier one: no libical needed. */
+    if ((rc = store_versions_load(s, m, l->uidvalidity, fresh, nfresh)) != 0)
+        goto out;
+    for (size_t i = 0; i < nfresh; i++) {
+        const struct src_message *msg = fresh_msg[i];
+        struct msgver *mv = fresh[i];
+
+        if (mv->from_cache)
+            continue;
         for (size_t p = 0; p < msg->parts.count; p++) {
             /* Too big to be an invitation once decoded: not worth the download. */
             if (msg->parts.parts[p].size > PART_MAX_ENCODED) {
@@ -408,7 +425,12 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
             fc.meta[i].mv->stats.parts++;
             fc.meta[i].mv->stats.parts_bad++;
         }
+    /* Complete versions only: offline ones may lack parts still to come. */
+    if (rc == 0 && !offline)
+        store_versions_save(s, m, l->uidvalidity, fresh, nfresh);
 out:
+    free(fresh);
+    free(fresh_msg);
     free(fc.meta);
     free(fc.reqs);
     free(fc.seen);
@@ -636,7 +658,10 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
     pthread_mutex_unlock(&m->lock);
     /* Published, but m->sync_lock is still ours: nothing can replace it yet. */
     if (s->cache && !offline)
-        cache_compact(s->cache, m->raw, snap->uidvalidity, &snap->listing);
+    {
+        cache_compact(s->cache, m->raw, snap->uidvalidity, NULL, &snap->listing);
+        cache_compact(s->cache, m->raw, snap->uidvalidity, s->versions_shelf, &snap->listing);
+    }
     snap = NULL;
     if (changed && old)
         store_notify(s, m->path, NULL);

@@ -284,9 +284,12 @@ def test_damaged_cache_entries_detected_and_fetched_again(server, mounter, workr
     assert first.stop() == 0, first.stderr()
     entries = cachedir.part_entries(cache)
     assert set(u for u, _ in entries) == set(uids)
-    # One sync fetched them all: they share one pack, which is damaged whole.
+    # One sync fetched them all: they share one pack, which is damaged whole,
+    # and so is the pack of their parsed versions (else those would serve).
     [pack] = cachedir.packs(cache)
+    [versions] = cachedir.version_packs(cache)
     damage(pack)
+    damage(versions)
     raw = wire.Rawlog(dv, user)
     since = raw.mark()
     second = mount_as(mounter, dv, user, options=opts)
@@ -297,6 +300,27 @@ def test_damaged_cache_entries_detected_and_fetched_again(server, mounter, workr
     assert refetched == set(uids)
     assert not cachedir.damaged(cache)
     assert set(u for u, _ in cachedir.part_entries(cache)) == set(uids)
+
+
+def test_damaged_versions_pack_is_parsed_again_from_cached_parts(server, mounter, workroot):
+    dv, user = server, "corrupt"
+    fill(dv, user, "VersionsDamaged", big_mailbox(n=6, with_pdf=1)[0])
+    cache = os.path.join(workroot, "corrupt-versions-cache")
+    opts = ["cache_dir=" + cache, "mailboxes=VersionsDamaged"]
+    first = mount_as(mounter, dv, user, options=opts)
+    tree1 = read_all(first)
+    assert first.stop() == 0, first.stderr()
+    [versions] = cachedir.version_packs(cache)
+    _flip_payload_byte(versions)
+    raw = wire.Rawlog(dv, user)
+    since = raw.mark()
+    second = mount_as(mounter, dv, user, options=opts)
+    assert read_all(second) == tree1
+    assert second.stop() == 0, second.stderr()
+    # The parts were still whole: nothing was fetched again, only parsed.
+    assert not wire.body_peeks(commands(finished_sessions(dv, user, since)))
+    assert not cachedir.damaged(cache)
+    assert len(cachedir.version_packs(cache)) == 1
 
 
 def test_damaged_listing_entry_means_listing_again(server, mounter, workroot):

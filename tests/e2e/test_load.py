@@ -381,3 +381,47 @@ def test_nginx_sendfile_content_length_matches_body(load_server, mounter, nginx,
     assert not problems, "\n".join(problems[:20]) + "\nnginx error.log:\n" + err_log[-2000:]
     assert len(sizes) > 1, "merged.ics never changed during the loop"
     assert m.proc.poll() is None
+
+
+_STAT_THEN_READ = r"""
+import os, sys
+path = sys.argv[1]
+os.stat(path)              # the kernel now holds this file's attributes (attr_timeout)
+sys.stdout.write("statted\n")
+sys.stdout.flush()
+sys.stdin.readline()       # meanwhile: a new message, and .refresh
+with open(path, "rb") as f:
+    size = os.fstat(f.fileno()).st_size
+    data = f.read()
+sys.stdout.write("%d %d\n" % (size, len(data)))
+"""
+
+
+def test_open_file_size_matches_its_bytes_after_change(dovecot_factory, mounter):
+    """What the 64-reader run and nginx stumble on, made deterministic: a
+    file's st_size was looked at, the mailbox changes (.refresh syncs it),
+    then the file is opened: fstat of the open file must give the length of
+    the bytes it reads (SPEC §2: st_size is always exact; web servers send
+    st_size bytes)."""
+    dv = dovecot_factory.start()
+    dv.add_message(LOAD, message(0))
+    m = mounter.mount(dv)
+    results = []
+    for i, rel in enumerate(["Calendars/Load/merged.ics", "merged.ics"] * 2):
+        fs.cat(m.path(rel))
+        child = subprocess.Popen([stress.PYTHON, "-I", "-c", _STAT_THEN_READ, m.path(rel)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+        try:
+            assert child.stdout.readline() == b"statted\n", child.stderr.read()
+            dv.add_message(LOAD, message(1 + i))
+            fs.cat(m.path("Calendars", "Load", ".refresh"))
+            out, err = child.communicate(b"\n", timeout=mount.ACCESS_TIMEOUT)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(30)
+        size, got = (int(x) for x in out.split())
+        results.append((rel, size, got))
+    wrong = [r for r in results if r[1] != r[2]]
+    assert not wrong, "fstat size != bytes read (path, st_size, bytes): %s" % wrong

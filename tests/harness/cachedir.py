@@ -57,15 +57,19 @@ def pack_records(data):
 
 
 def packs(root):
-    """Paths of the (committed) packs below root."""
-    return sorted(p for p in files(root) if os.path.basename(p).startswith("pack-"))
+    """Paths of the (committed) packs of parts below root."""
+    return sorted(p for p in files(root) if os.path.basename(p).startswith("pack-")
+                  and os.path.basename(os.path.dirname(p)).isdigit())
 
 
 def part_entries(root):
-    """{(uid, section): path of the pack holding it} of the cached parts."""
+    """{(uid, section): path of the pack holding it} of the cached parts
+    (packs right in a UIDVALIDITY directory; those on a shelf below it hold
+    parsed versions, not parts)."""
     out = {}
     for path, data in files(root).items():
-        if os.path.basename(path).startswith("pack-") and entry_ok(data, PACK):
+        if (os.path.basename(path).startswith("pack-") and entry_ok(data, PACK)
+                and os.path.basename(os.path.dirname(path)).isdigit()):
             for uid, section, _ in pack_records(data):
                 out[(uid, section)] = path
     return out
@@ -74,3 +78,10 @@ def part_entries(root):
 def uidvalidity_dirs(root):
     """Names of the per-UIDVALIDITY directories below root."""
     return sorted(n for _, dirs, _ in os.walk(root) for n in dirs if n.isdigit())
+
+
+def version_packs(root):
+    """Paths of the packs of parsed versions (on a shelf below a UIDVALIDITY
+    directory, named after the filter)."""
+    return sorted(p for p in files(root) if os.path.basename(p).startswith("pack-")
+                  and os.path.basename(os.path.dirname(p)).startswith("v-"))
