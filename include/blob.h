@@ -15,13 +15,16 @@
 struct blob {
     atomic_int refs;
     size_t len;
-    char data[];
+    char *data; /* owned; NUL after the last byte */
 };
 
 /* A blob holding a copy of data[0..len), with one reference; NULL on ENOMEM. */
 struct blob *blob_new(const char *data, size_t len);
 
-/* Takes a malloc'd buffer's bytes (the buffer is freed). NULL on ENOMEM. */
+/*
+ * Takes over a malloc'd buffer of len bytes (no copy: rendered files are
+ * megabytes). The buffer is freed on failure too. NULL on ENOMEM.
+ */
 struct blob *blob_take(char *buf, size_t len);
 
 struct blob *blob_ref(struct blob *b);

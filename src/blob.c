@@ -6,23 +6,30 @@
 
 struct blob *blob_new(const char *data, size_t len)
 {
-    struct blob *b = malloc(sizeof *b + len + 1);
+    char *copy = malloc(len + 1);
 
-    if (b == NULL)
+    if (copy == NULL)
         return NULL;
-    atomic_init(&b->refs, 1);
-    b->len = len;
     if (len)
-        memcpy(b->data, data, len);
-    b->data[len] = '\0';
-    return b;
+        memcpy(copy, data, len);
+    return blob_take(copy, len);
 }
 
 struct blob *blob_take(char *buf, size_t len)
 {
-    struct blob *b = blob_new(buf, len);
+    struct blob *b = malloc(sizeof *b);
+    char *nul;
 
-    free(buf);
+    /* Callers' buffers are exact: make room for the terminating NUL. */
+    if (b == NULL || (nul = realloc(buf, len + 1)) == NULL) {
+        free(b);
+        free(buf);
+        return NULL;
+    }
+    atomic_init(&b->refs, 1);
+    b->len = len;
+    b->data = nul;
+    b->data[len] = '\0';
     return b;
 }
 
@@ -35,8 +42,10 @@ struct blob *blob_ref(struct blob *b)
 
 void blob_unref(struct blob *b)
 {
-    if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
+        free(b->data);
         free(b);
+    }
 }
 
 int blob_equal(const struct blob *a, const struct blob *b)

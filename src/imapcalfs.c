@@ -8,6 +8,7 @@
  * and then exits 0.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -123,6 +124,11 @@ int main(int argc, char **argv)
     int rc = 1, mounted = 0, handlers = 0;
 
     log_init("imapcalfs");
+    /*
+     * Many FUSE threads each get a malloc arena by default, and each keeps
+     * what it freed: a few arenas keep the resident size near what is in use.
+     */
+    mallopt(M_ARENA_MAX, 2);
     /* libetpan writes to sockets without MSG_NOSIGNAL (notes §0.8). */
     signal(SIGPIPE, SIG_IGN);
     if (opts_parse(&args, &o, err, sizeof err) != 0) {

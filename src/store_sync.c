@@ -9,6 +9,7 @@
  * changed are reported so the kernel's caches can be dropped.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -656,6 +657,9 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
         m->failures = 0;
     }
     pthread_mutex_unlock(&m->lock);
+    /* Parsing left many small blocks free: hand them back to the system. */
+    if (changed)
+        malloc_trim(0);
     /* Published, but m->sync_lock is still ours: nothing can replace it yet. */
     if (s->cache && !offline)
     {
