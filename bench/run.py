@@ -30,6 +30,7 @@ bench/RESULTS.md.  See bench/README.md.
 
 import argparse
 import datetime
+import difflib
 import hashlib
 import json
 import os
@@ -140,6 +141,37 @@ def event_uids(data):
         if m:
             uids.add(m.group(1).decode(errors="replace"))
     return uids
+
+
+def ics_difference(a, b, limit=12):
+    """A short account of how iCalendar text a differs from b: the UIDs
+    only in one of them, and the first differing unfolded lines of the
+    events both have."""
+    def events(data):
+        text = re.sub(rb"\r?\n[ \t]", b"", data).decode(errors="replace")
+        evs = {}
+        for block in re.findall(r"BEGIN:VEVENT\r?\n(.*?)END:VEVENT", text, re.S):
+            m = re.search(r"^UID:(.*?)\r?$", block, re.M)
+            rid = re.search(r"^RECURRENCE-ID[^:]*:(.*?)\r?$", block, re.M)
+            key = (m.group(1) if m else "?", rid.group(1) if rid else "")
+            evs.setdefault(key, []).append(block.replace("\r", "").splitlines())
+        return evs
+    ea, eb = events(a), events(b)
+    lines = ["%d vs %d bytes, %d vs %d VEVENTs" % (len(a), len(b), sum(map(len, ea.values())),
+                                                    sum(map(len, eb.values())))]
+    only_a, only_b = sorted(set(ea) - set(eb)), sorted(set(eb) - set(ea))
+    if only_a:
+        lines.append("only after the incremental sync: %s" % only_a[:5])
+    if only_b:
+        lines.append("only on the cold mount: %s" % only_b[:5])
+    for key in sorted(set(ea) & set(eb)):
+        if ea[key] != eb[key] and len(lines) < limit:
+            la = [x for v in ea[key] for x in v]
+            lb = [x for v in eb[key] for x in v]
+            diff = [d for d in difflib.unified_diff(lb, la, "cold", "incremental", n=0,
+                                                    lineterm="") if d[:1] in "+-"][2:8]
+            lines.append("%s differs: %s" % (key, " | ".join(diff)))
+    return lines
 
 
 class DovecotLog:
@@ -410,7 +442,7 @@ class Run:
         res["incr_body_cmds"] = st2.body_commands
         res["incr_cmds"] = st2.by_command()
         res["incr_rss_kb"] = proc_status(pid, "VmHWM")
-        res["incr_sha"] = self.snapshot(m, "incr.ics")[0]
+        res["incr_sha"] = self.snapshot(m, "incr-%d.ics" % r)[0]
         self.unmount(m)
         tot = self.log.totals(since, exclude=own)
         res["remount_incr_logout_bytes"] = tot["out"]
@@ -478,6 +510,20 @@ class Run:
             sc = [line.rstrip() for line in f if line.strip()][:16]
         return {"wall": wall, "cpu": cpu, "top": top[:40], "strace_wall": swall, "strace": sc}
 
+    def incr_differences(self):
+        """Where the incremental result of repetition r differs from the
+        next repetition's cold mount of the same mail (for the report)."""
+        out = {}
+        for r in range(len(self.reps) - 1):
+            if self.reps[r]["incr_sha"] == self.reps[r + 1]["cold_sha"]:
+                continue
+            with open(os.path.join(self.tmpfs, "incr-%d.ics" % r), "rb") as f:
+                a = f.read()
+            with open(os.path.join(self.tmpfs, "merged-%d.ics" % (r + 1)), "rb") as f:
+                b = f.read()
+            out[r] = ics_difference(a, b)
+        return out
+
     def go(self):
         for r in range(self.a.reps):
             t0 = time.perf_counter()
@@ -487,6 +533,7 @@ class Run:
                   % (self.size, r + 1, self.a.reps, time.perf_counter() - t0, res["cold_s"],
                      res["floor_s"], ", 2007 %.2f s" % res["base_s"] if "base_s" in res else ""),
                   flush=True)
+        self.info["incr_diffs"] = self.incr_differences()
         if self.a.profile:
             self.info["profile"] = self.profile()
 
@@ -545,8 +592,11 @@ def checks(run):
     out.append(("remount serves the same bytes as the cold mount",
                 all(r["remount_sha"] == r["cold_sha"] for r in reps), ""))
     same = [reps[i]["incr_sha"] == reps[i + 1]["cold_sha"] for i in range(len(reps) - 1)]
+    diffs = run.info.get("incr_diffs") or {}
     out.append(("after the incremental sync, merged.ics equals a cold mount of the same mail",
-                all(same) if same else None, "" if same else "needs 2 repetitions"))
+                all(same) if same else None,
+                "needs 2 repetitions" if not same else "" if all(same) else
+                "; ".join("repetition %d: %s" % (r + 1, " / ".join(d)) for r, d in diffs.items())))
     ok = all(r["cold_parts"] == r["floor_parts"] for r in reps)
     out.append(("imapcalfs fetched as many calendar parts as the floor (cold)", ok,
                 "" if ok else str([(r["cold_parts"], r["floor_parts"]) for r in reps])))
@@ -657,7 +707,7 @@ def report(args, runs, mach, load_before, load_after, started):
            "- kernel %s, %s" % (mach["kernel"], mach["os"]),
            "- Dovecot %s on 127.0.0.1 (IMAPS), Python %s for the floor and 2007 clients"
            % (mach["dovecot"], mach["python"]),
-           "- imapcalfs %s, binary %s, options: %s" % (mach["commit"], mount.binary(),
+           "- imapcalfs %s, binary %s, options: %s" % (mach["commit"], mach["binary"],
                                                     args.daemon_opts or "(defaults)"),
            "- load average before / after: %s / %s (other work may share the machine)"
            % (load_before, load_after), ""]
@@ -767,6 +817,18 @@ def main(argv=None):
     os.chmod(workdir, 0o755)
     load_before = loadavg()
     mach = machine()
+    # The whole run uses one copy of the binary: a rebuild in the tree
+    # meanwhile (others work there) must not change it between phases.
+    original = mount.binary()
+    bindir = os.path.join(workdir, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    shutil.copy2(original, os.path.join(bindir, "imapcalfs"))
+    os.environ["IMAPCALFS_BIN"] = bindir
+    with open(original, "rb") as f:
+        mach["binary"] = "%s (sha256 %s…, built %s)" % (
+            original, hashlib.sha256(f.read()).hexdigest()[:12],
+            datetime.datetime.fromtimestamp(os.stat(original).st_mtime,
+                                            datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
     runs = []
     try:
         pki = certs.make_pki(os.path.join(workdir, "pki"))

@@ -131,9 +131,17 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     struct store_attr a;
     int rc;
 
-    (void)fi;
     if ((rc = store_getattr(ctx_fsops()->store, path, &a)) != 0)
         return rc;
+    /*
+     * fstat() of an open file: the size of the bytes that file holds, even
+     * when a sync has replaced them since (a web server sends st_size bytes).
+     */
+    if (fi && fi->fh && a.kind != STORE_DIR) {
+        const struct open_file *of = (const struct open_file *)(uintptr_t)fi->fh;
+
+        a.size = of->bytes->len;
+    }
     fill_stat(&a, st);
     return 0;
 }
@@ -406,7 +414,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->nullpath_ok = 0;
     cfg->kernel_cache = 0;
     cfg->entry_timeout = 1;
-    cfg->attr_timeout = 1;
+    /* Sizes change with syncs: the kernel asks each time (fstat with the open file). */
+    cfg->attr_timeout = 0;
     cfg->negative_timeout = 0;
     f->fuse = fuse_get_context()->fuse;
     if (pthread_create(&f->thread, NULL, invalidate_thread, f) == 0)

@@ -167,7 +167,7 @@ def test_64_readers_while_mail_arrives_and_goes(load_server, mounter, workroot, 
     alive = m.proc.poll() is None
     sanitizer = stress.sanitizer_report(m.stderr())
 
-    problems = []
+    problems, mismatches = [], 0
     states = set(mut.states)
     for key, s in res["stats"].items():
         if key.endswith("/"):
@@ -204,6 +204,11 @@ def test_64_readers_while_mail_arrives_and_goes(load_server, mounter, workroot, 
                     continue
                 if got != {uid}:
                     problems.append("%s: holds events %s" % (key, sorted(got)))
+        mismatch = errors.pop("SIZE_MISMATCH", 0) if errors else 0
+        if mismatch:
+            mismatches += mismatch
+            problems.append("%s: %d reads whose fstat st_size differs from the bytes read"
+                            % (key, mismatch))
         if errors:
             problems.append("%s: failed reads %s" % (key, errors))
     if res["hung"]:
@@ -222,7 +227,8 @@ def test_64_readers_while_mail_arrives_and_goes(load_server, mounter, workroot, 
         "worst latency %.2f s, peak RSS %d MB" % (
             total, total / LOAD_SECONDS, mut.appended, len(mut.expunged), merged_versions,
             readers.worst_latency(), peak // 1024),
-        "ok" if not problems else "FAIL: " + problems[0][:100]])
+        "ok" if not problems else "FAIL: %d problems%s" % (
+            len(problems), ", st_size != bytes in %d reads" % mismatches if mismatches else "")])
     assert not problems, "\n".join(problems[:20])
     assert total > 64 and merged_versions > 1, "the load did not exercise anything"
 
@@ -377,7 +383,8 @@ def test_nginx_sendfile_content_length_matches_body(load_server, mounter, nginx,
     report.add(TABLE, HEADER, [
         "nginx sendfile, allow_other",
         "%d requests, %d appended, %d sizes of merged.ics" % (n, mut.appended, len(sizes)),
-        "ok" if not problems else "FAIL: " + problems[0][:100]])
+        "ok" if not problems else "FAIL: %d bad responses of %d (%d bodies do not parse)" % (
+            len(problems), n, sum("does not parse" in p for p in problems))])
     assert not problems, "\n".join(problems[:20]) + "\nnginx error.log:\n" + err_log[-2000:]
     assert len(sizes) > 1, "merged.ics never changed during the loop"
     assert m.proc.poll() is None

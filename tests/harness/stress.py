@@ -338,15 +338,16 @@ def sanitizer_report(stderr_text):
     return stderr_text[start:start + 2000]
 
 
-CACHE_MAGICS = (b"ICFSPRT1", b"ICFSLST2")
+CACHE_MAGIC_PREFIX = b"ICFS"  # ICFSLST2 listings, ICFSPAK1 packs, ICFSPRT1 parts
 CACHE_HEADER = 8 + 8 + 32
 
 
 def cache_problems(cache_root):
-    """Checks every file under cache_root as a cache entry (src/cache.c:
-    8-byte magic, u64 payload length in host order, SHA-256 of the payload,
-    the payload).  Returns (number of entries, [problems]); leftover
-    temporary files (*.tmp.*) are problems too."""
+    """Checks every file under cache_root as a cache entry (src/cache.c,
+    src/cache_pack.c: 8-byte magic "ICFS....", u64 payload length in host
+    order, SHA-256 of the payload, the payload).  Returns (number of
+    entries, [problems]); leftover temporary files (*.tmp.*) are problems
+    too."""
     problems, n = [], 0
     for d, _, files in os.walk(cache_root):
         for name in files:
@@ -362,7 +363,7 @@ def cache_problems(cache_root):
                 continue
             magic, length = data[:8], struct.unpack("=Q", data[8:16])[0]
             digest, payload = data[16:48], data[48:]
-            if magic not in CACHE_MAGICS:
+            if not magic.startswith(CACHE_MAGIC_PREFIX):
                 problems.append("%s: bad magic %r" % (path, magic))
             elif length != len(payload):
                 problems.append("%s: header says %d bytes, payload has %d"
