@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct source;
 struct src_mailbox;
@@ -24,20 +25,41 @@ struct src_part_req;
 #define IMAP_MAX_LITERAL (64u << 20)
 #define IMAP_MAX_NESTING 128
 #define IMAP_OP_BUDGET (1024ull << 20)
+#define IMAP_MAX_LINE (8u << 20)
+/* Slower than this on average after `timeout` seconds is a stalled server. */
+#define IMAP_MIN_RATE 1024
 
 enum imap_guard_trip {
     IMAP_GUARD_OK,
     IMAP_GUARD_BUDGET,
     IMAP_GUARD_LITERAL,
     IMAP_GUARD_NESTING,
+    IMAP_GUARD_LINE,
+    IMAP_GUARD_SLOW,
+    IMAP_GUARD_STOPPING,
 };
 
 struct imap_guard_stats {
     uint64_t received;    /* bytes from the server on this session */
     uint64_t op_received; /* ... during the current operation */
     uint64_t op_budget;
-    int tripped; /* enum imap_guard_trip: why the guard failed a read */
+    struct timespec op_start; /* when the current operation began */
+    unsigned timeout;         /* seconds: see IMAP_MIN_RATE */
+    int tripped;              /* enum imap_guard_trip: why the guard failed a read */
 };
+
+/* A new operation begins on this session: its byte budget and clock restart. */
+void imap_guard_restart(struct imap_guard_stats *g);
+
+/*
+ * Sockets of live sessions, so that a signal handler can cut them all
+ * (imap_interrupt_all, async-signal-safe) and the daemon stops at once
+ * instead of waiting out a slow server.
+ */
+void imap_register_fd(int fd);
+void imap_unregister_fd(int fd);
+/* Nonzero once imap_interrupt_all() ran. */
+int imap_stopping(void);
 
 /* Puts the guard under libetpan's stream of imap (after TLS is up). */
 int imap_guard_install(mailimap *imap, struct imap_guard_stats *stats);
@@ -49,6 +71,7 @@ struct imap_conn {
     uint32_t exists;        /* EXISTS at EXAMINE time */
     uint64_t highestmodseq; /* 0 without CONDSTORE */
     int busy;               /* taken by a thread (under imap_src.lock) */
+    int fd;                 /* the session's socket, registered for interrupts; -1 */
     struct imap_guard_stats guard;
 };
 

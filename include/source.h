@@ -125,6 +125,13 @@ int source_fetch_parts(struct source *s, const char *mailbox, uint32_t uidvalidi
  */
 int source_watch(struct source *s, const char *mailbox, void (*fn)(void *ctx), void *ctx);
 
+/*
+ * For signal handlers (async-signal-safe): cuts every network session so
+ * that requests waiting on a slow or dead server end at once; the daemon is
+ * stopping.
+ */
+void source_interrupt_all(void);
+
 void source_free(struct source *s);
 
 #endif

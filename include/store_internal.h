@@ -26,6 +26,7 @@ struct msgver {
     struct cal_versions *v;
     struct cal_stats stats; /* of parsing its parts */
     int from_cache;         /* versions loaded from the cache, not parsed */
+    int incomplete;         /* a part could not be fetched: parse it again next sync */
 };
 
 struct snap_file {

@@ -96,6 +96,9 @@ static void session_drop(struct imap_conn *c)
 {
     if (c->imap == NULL)
         return;
+    if (c->fd >= 0)
+        imap_unregister_fd(c->fd);
+    c->fd = -1;
     if (c->imap->imap_stream) {
         mailstream_close(c->imap->imap_stream);
         c->imap->imap_stream = NULL;
@@ -334,10 +337,15 @@ static int login(struct imap_src *src, mailimap *imap, char *err, size_t errlen)
 /* A connected, verified, logged-in session in c, or an error. */
 static int session_open(struct imap_src *src, struct imap_conn *c, char *err, size_t errlen)
 {
-    mailimap *imap = mailimap_new(0, NULL);
+    mailimap *imap;
     int rc;
 
-    if (imap == NULL)
+    /* Stopping: no new connection (its handshake would wait out the timeout). */
+    if (imap_stopping()) {
+        snprintf(err, errlen, "%s: not connecting: stopping", src->host);
+        return -ESHUTDOWN;
+    }
+    if ((imap = mailimap_new(0, NULL)) == NULL)
         return -ENOMEM;
     /* Read when the stream is created, so it must come before connecting. */
     mailimap_set_timeout(imap, src->timeout);
@@ -356,6 +364,11 @@ static int session_open(struct imap_src *src, struct imap_conn *c, char *err, si
         session_drop(c);
         return -ENOMEM;
     }
+    c->guard.timeout = src->timeout;
+    imap_guard_restart(&c->guard);
+    c->fd = mailstream_low_get_fd(mailstream_get_low(imap->imap_stream));
+    if (c->fd >= 0)
+        imap_register_fd(c->fd);
     if ((rc = login(src, imap, err, errlen)) != 0) {
         session_drop(c);
         return rc;
@@ -456,14 +469,14 @@ int imap_with_session(struct imap_src *src, imap_op_fn op, void *arg, char *err,
 
         if ((rc = imap_conn_ready(src, c, err, errlen)) != 0)
             break;
-        c->guard.op_received = 0;
+        imap_guard_restart(&c->guard);
         clock_gettime(CLOCK_MONOTONIC, &t0);
         rc = op(src, c, arg, err, errlen);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if (rc != -EPIPE)
             break;
         /* A server that stalled until the timeout would only stall again. */
-        if (t1.tv_sec - t0.tv_sec >= (time_t)src->timeout)
+        if (t1.tv_sec - t0.tv_sec >= (time_t)src->timeout || imap_stopping())
             break;
         /* op saw a broken stream and dropped the session: try a new one. */
         log_info("%s: %s; reconnecting", src->host, err);
@@ -482,7 +495,7 @@ int imap_conn_reopen(struct imap_src *src, struct imap_conn *c, const char *mail
     session_drop(c);
     if ((rc = imap_conn_ready(src, c, err, errlen)) != 0)
         return rc;
-    c->guard.op_received = 0;
+    imap_guard_restart(&c->guard);
     return imap_conn_examine(src, c, mailbox, 1, err, errlen);
 }
 
@@ -495,6 +508,8 @@ static const char *guard_reason(int tripped)
         return "a literal larger than 64 MiB";
     case IMAP_GUARD_NESTING:
         return "parentheses nested deeper than 128";
+    case IMAP_GUARD_LINE:
+        return "a line longer than 8 MiB";
     default:
         return "unreadable";
     }
@@ -504,6 +519,14 @@ static const char *guard_reason(int tripped)
 int imap_command_failed(struct imap_src *src, struct imap_conn *c, int r, const char *what,
                         char *err, size_t errlen)
 {
+    if (c->imap && (c->guard.tripped == IMAP_GUARD_SLOW || c->guard.tripped == IMAP_GUARD_STOPPING)) {
+        snprintf(err, errlen, "%s: %s %s", src->host, what,
+                 c->guard.tripped == IMAP_GUARD_SLOW ? "too slow: the server stalls"
+                                                     : "interrupted: stopping");
+        c->guard.tripped = 0;
+        session_drop(c);
+        return -EPIPE;
+    }
     if (c->imap && c->guard.tripped) {
         snprintf(err, errlen, "%s: response of %s refused: %s", src->host, what,
                  guard_reason(c->guard.tripped));
@@ -620,6 +643,8 @@ struct source *imap_source_new(const struct opts *o, const char *password)
     src->sasl_plain_ok = imap_sasl_plain_available();
     src->nconns = o->connections;
     src->conns = calloc(src->nconns, sizeof *src->conns);
+    for (size_t i = 0; src->conns && i < src->nconns; i++)
+        src->conns[i].fd = -1;
     if (!src->host || !src->user || !src->password || !src->patterns || !src->conns)
         goto fail;
     return s;

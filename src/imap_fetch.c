@@ -247,7 +247,8 @@ static int fetch_structure(struct imap_src *src, struct imap_conn *c, struct mai
     mailimap_set_msg_att_handler(c->imap, listing_handler, la);
     r = mailimap_uid_fetch(c->imap, set, ft, &res);
     mailimap_set_msg_att_handler(c->imap, NULL, NULL);
-    if (res)
+    /* On a tagged NO libetpan has freed the list already and left res dangling. */
+    if (res && r == MAILIMAP_NO_ERROR)
         mailimap_fetch_list_free(res);
     mailimap_fetch_type_free(ft);
     if (r != MAILIMAP_NO_ERROR)
@@ -332,7 +333,8 @@ static int list_incremental(struct imap_src *src, struct imap_conn *c, struct me
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct src_message *m = known_message(ma->known, uids[i]);
 
-        if (m) {
+        /* An unreadable mark may come from a passing fault: ask again. */
+        if (m && !m->unreadable) {
             rc = source_message_copy(m, &ma->out->msgs[ma->out->count]);
             ma->out->count += rc == 0;
         } else {
@@ -450,6 +452,15 @@ static void listing_sort_unique(struct src_listing *l)
     l->count = w;
 }
 
+/* Messages marked unreadable are asked for again: the fault may have passed. */
+static int listing_has_unreadable(const struct src_listing *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        if (l->msgs[i].unreadable)
+            return 1;
+    return 0;
+}
+
 static int messages_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err,
                        size_t errlen)
 {
@@ -470,7 +481,8 @@ static int messages_op(struct imap_src *src, struct imap_conn *c, void *arg, cha
     if (c->exists == 0)
         return 0;
     /* RFC 7162 §3.1.2: an unchanged HIGHESTMODSEQ means nothing changed. */
-    if (k && c->highestmodseq && k->highestmodseq == c->highestmodseq && k->exists == c->exists) {
+    if (k && c->highestmodseq && k->highestmodseq == c->highestmodseq && k->exists == c->exists &&
+        !listing_has_unreadable(k)) {
         if ((ma->out->msgs = calloc(k->count ? k->count : 1, sizeof *ma->out->msgs)) == NULL)
             return -ENOMEM;
         for (size_t i = 0; i < k->count; i++, ma->out->count++)
@@ -637,7 +649,8 @@ static int fetch_chunk(struct imap_src *src, struct imap_conn *c, struct parts_a
     mailimap_set_msg_att_handler(c->imap, parts_handler, a);
     r = mailimap_uid_fetch(c->imap, set, ft, &res);
     mailimap_set_msg_att_handler(c->imap, NULL, NULL);
-    if (res)
+    /* On a tagged NO libetpan has freed the list already and left res dangling. */
+    if (res && r == MAILIMAP_NO_ERROR)
         mailimap_fetch_list_free(res);
     if (r != MAILIMAP_NO_ERROR)
         rc = imap_command_failed(src, c, r, "UID FETCH (BODY.PEEK)", err, errlen);

@@ -12,6 +12,10 @@
  * error, and the session is thrown away like any dead connection.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <libetpan/libetpan.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +39,79 @@ struct guard {
     enum lex_state state;
     unsigned depth;
     uint64_t literal_left, brace_value;
+    uint64_t line_len; /* bytes of the current line, literals not counted */
 };
+
+/* Set by imap_interrupt_all(): every read fails from now on. */
+static volatile sig_atomic_t guard_stopping;
+
+/* Socket of every live session; -1 in free slots. */
+#define MAX_FDS 64
+static volatile sig_atomic_t session_fds[MAX_FDS] = {[0 ... MAX_FDS - 1] = -1};
+static pthread_mutex_t session_fds_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void imap_register_fd(int fd)
+{
+    pthread_mutex_lock(&session_fds_lock);
+    for (int i = 0; i < MAX_FDS; i++)
+        if (session_fds[i] == -1) {
+            session_fds[i] = fd;
+            break;
+        }
+    pthread_mutex_unlock(&session_fds_lock);
+}
+
+void imap_unregister_fd(int fd)
+{
+    pthread_mutex_lock(&session_fds_lock);
+    for (int i = 0; i < MAX_FDS; i++)
+        if (session_fds[i] == fd)
+            session_fds[i] = -1;
+    pthread_mutex_unlock(&session_fds_lock);
+}
+
+/*
+ * For signal handlers: cuts every session's socket (blocked reads return at
+ * once) and makes every later read fail, so worker threads finish their
+ * requests quickly and the mount can go. Only shutdown(2): async-signal-safe.
+ */
+void imap_interrupt_all(void)
+{
+    guard_stopping = 1;
+    for (int i = 0; i < MAX_FDS; i++)
+        if (session_fds[i] >= 0)
+            shutdown(session_fds[i], SHUT_RDWR);
+}
+
+int imap_stopping(void)
+{
+    return guard_stopping;
+}
+
+void imap_guard_restart(struct imap_guard_stats *g)
+{
+    g->op_received = 0;
+    clock_gettime(CLOCK_MONOTONIC, &g->op_start);
+}
+
+/* A server that sends a trickle after `timeout` seconds is no better than a dead one. */
+static int guard_too_slow(const struct imap_guard_stats *g)
+{
+    struct timespec now;
+    double elapsed;
+
+    if (g->timeout == 0 || g->op_start.tv_sec == 0)
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    elapsed = (double)(now.tv_sec - g->op_start.tv_sec) +
+              (double)(now.tv_nsec - g->op_start.tv_nsec) / 1e9;
+    /*
+     * Half the timeout: a sync is two operations (listing, parts), and a
+     * reader should not wait much past one timeout for both.
+     */
+    return elapsed > (g->timeout > 1 ? g->timeout / 2.0 : 1.0) &&
+           (double)g->op_received < elapsed * IMAP_MIN_RATE;
+}
 
 static struct guard *guard_of(mailstream_low *s)
 {
@@ -84,6 +160,8 @@ static int guard_scan(struct guard *g, const unsigned char *p, size_t n)
             g->state = ch == '\n' ? LEX_LITERAL : LEX_PLAIN;
             break;
         case LEX_PLAIN:
+            if (++g->line_len > IMAP_MAX_LINE)
+                return -2;
             if (ch == '"')
                 g->state = LEX_QUOTED;
             else if (ch == '{') {
@@ -94,8 +172,10 @@ static int guard_scan(struct guard *g, const unsigned char *p, size_t n)
                     return -1;
             } else if (ch == ')' && g->depth > 0)
                 g->depth--;
-            else if (ch == '\n')
+            else if (ch == '\n') {
                 g->depth = 0; /* a response line ended */
+                g->line_len = 0;
+            }
             break;
         }
         if (g->state == LEX_LITERAL && g->literal_left == 0) {
@@ -110,8 +190,14 @@ static int guard_scan(struct guard *g, const unsigned char *p, size_t n)
 static ssize_t guard_read(mailstream_low *s, void *buf, size_t count)
 {
     struct guard *g = guard_of(s);
-    ssize_t n = g->inner->driver->mailstream_read(g->inner, buf, count);
+    ssize_t n;
+    int r;
 
+    if (guard_stopping) {
+        g->stats->tripped = IMAP_GUARD_STOPPING;
+        return -1;
+    }
+    n = g->inner->driver->mailstream_read(g->inner, buf, count);
     if (n <= 0)
         return n;
     g->stats->received += (uint64_t)n;
@@ -120,8 +206,14 @@ static ssize_t guard_read(mailstream_low *s, void *buf, size_t count)
         g->stats->tripped = IMAP_GUARD_BUDGET;
         return -1;
     }
-    if (guard_scan(g, buf, (size_t)n) != 0) {
-        g->stats->tripped = g->state == LEX_BRACE ? IMAP_GUARD_LITERAL : IMAP_GUARD_NESTING;
+    if ((r = guard_scan(g, buf, (size_t)n)) != 0) {
+        g->stats->tripped = r == -2                    ? IMAP_GUARD_LINE
+                            : g->state == LEX_BRACE ? IMAP_GUARD_LITERAL
+                                                    : IMAP_GUARD_NESTING;
+        return -1;
+    }
+    if (guard_too_slow(g->stats)) {
+        g->stats->tripped = IMAP_GUARD_SLOW;
         return -1;
     }
     return n;

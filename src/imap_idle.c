@@ -51,6 +51,8 @@ static int idle_round(struct imap_watch *w, struct imap_conn *c, int *stop)
     struct pollfd p[2];
     int said = 0, r;
 
+    /* The guard's clock counts this round only, not the hours before it. */
+    imap_guard_restart(&c->guard);
     if (mailimap_idle(c->imap) != MAILIMAP_NO_ERROR)
         return -1;
     /* Bytes libetpan already buffered never wake poll() (notes §4 a). */
@@ -65,6 +67,7 @@ static int idle_round(struct imap_watch *w, struct imap_conn *c, int *stop)
         else if (r > 0)
             said = 1;
     }
+    imap_guard_restart(&c->guard);
     if (mailimap_idle_done(c->imap) != MAILIMAP_NO_ERROR)
         return -1;
     return *stop ? -1 : said;
@@ -73,7 +76,7 @@ static int idle_round(struct imap_watch *w, struct imap_conn *c, int *stop)
 static void *watch_thread(void *arg)
 {
     struct imap_watch *w = arg;
-    struct imap_conn c = {0};
+    struct imap_conn c = {.fd = -1};
     unsigned failures = 0;
     char err[256];
     int stop = 0;

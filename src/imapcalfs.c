@@ -79,6 +79,34 @@ static struct cache *open_cache(const struct opts *o, char *err, size_t errlen)
     return c;
 }
 
+/* libfuse's handlers for the signals that end the daemon. */
+static struct sigaction fuse_exit_handlers[NSIG];
+
+/*
+ * SIGTERM/SIGINT/SIGHUP: cut the network sessions first, so requests that
+ * wait on a slow server end now and the FUSE loop can stop, then let
+ * libfuse's handler end the loop. Async-signal-safe.
+ */
+static void on_exit_signal(int sig)
+{
+    source_interrupt_all();
+    if (fuse_exit_handlers[sig].sa_handler != SIG_DFL && fuse_exit_handlers[sig].sa_handler != SIG_IGN)
+        fuse_exit_handlers[sig].sa_handler(sig);
+}
+
+static void chain_exit_signals(void)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_exit_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        if (sigaction(sigs[i], NULL, &fuse_exit_handlers[sigs[i]]) == 0)
+            sigaction(sigs[i], &sa, NULL);
+}
+
 static int usage_error(const char *msg)
 {
     fprintf(stderr, "imapcalfs: %s\n", msg);
@@ -193,6 +221,7 @@ int main(int argc, char **argv)
         goto out;
     }
     handlers = 1;
+    chain_exit_signals();
     log_info("%s mounted on %s", opts_account(&o), o.mountpoint);
     notify("READY=1");
     /* The loop returns the signal number after SIGTERM/SIGINT: a clean end. */

@@ -72,6 +72,13 @@ int source_watch(struct source *s, const char *mailbox, void (*fn)(void *ctx), v
     return s->drv->watch ? s->drv->watch(s, mailbox, fn, ctx) : -ENOTSUP;
 }
 
+void imap_interrupt_all(void);
+
+void source_interrupt_all(void)
+{
+    imap_interrupt_all();
+}
+
 void source_free(struct source *s)
 {
     if (s)

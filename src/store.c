@@ -548,7 +548,7 @@ out:
 /* Re-syncs everything under d (the whole account at the root). */
 static void refresh_scope(struct store *s, struct tree **t, const struct dirnode *d)
 {
-    int err = 0;
+    int err = 0, failed = 0;
 
     if (d == (*t)->root) {
         struct tree *fresh = store_tree_get(s, 1, &err);
@@ -558,14 +558,25 @@ static void refresh_scope(struct store *s, struct tree **t, const struct dirnode
             *t = fresh;
             d = fresh->root;
         }
+        pthread_mutex_lock(&s->lock);
+        failed = s->tree_failures > 0;
+        pthread_mutex_unlock(&s->lock);
     }
-    for (size_t i = 0; i < (*t)->nmboxes; i++) {
+    /*
+     * One try per refresh: once the server has failed one request, the
+     * others would only wait out the same timeout; .status tells.
+     */
+    for (size_t i = 0; i < (*t)->nmboxes && !failed; i++) {
         struct mbox *m = (*t)->mboxes[i];
         size_t plen = strlen(d->path);
 
-        if (d == (*t)->root || (strncmp(m->path, d->path, plen) == 0 &&
-                                (m->path[plen] == '\0' || m->path[plen] == '/')))
-            mbox_snap_unref(mbox_get(s, m, 1, &err));
+        if (d != (*t)->root && (strncmp(m->path, d->path, plen) != 0 ||
+                                (m->path[plen] != '\0' && m->path[plen] != '/')))
+            continue;
+        mbox_snap_unref(mbox_get(s, m, 1, &err));
+        pthread_mutex_lock(&m->lock);
+        failed = m->failures > 0;
+        pthread_mutex_unlock(&m->lock);
     }
 }
 

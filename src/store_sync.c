@@ -337,6 +337,14 @@ static struct msgver *old_msgver(const struct mbox_snap *old, uint32_t uid)
  * Fills snap->msgs for the listing: known messages are shared with the old
  * snapshot, new ones get fresh versions from their fetched parts.
  */
+/* The old snapshot's versions of uid, when they are whole (else parse again). */
+static struct msgver *reusable_msgver(const struct mbox_snap *old, uint32_t uid)
+{
+    struct msgver *mv = old_msgver(old, uid);
+
+    return mv && !mv->incomplete ? mv : NULL;
+}
+
 static int collect_versions(struct store *s, struct mbox *m, const struct mbox_snap *old,
                             const struct src_listing *l, struct mbox_snap *snap, int offline,
                             char *err, size_t errlen)
@@ -353,7 +361,7 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
         old = NULL;
     }
     for (size_t i = 0; i < l->count; i++)
-        if (l->msgs[i].parts.count && !old_msgver(old, l->msgs[i].uid))
+        if (l->msgs[i].parts.count && !reusable_msgver(old, l->msgs[i].uid))
             nparts += l->msgs[i].parts.count;
     snap->msgs = calloc(l->count ? l->count : 1, sizeof *snap->msgs);
     fresh = calloc(l->count ? l->count : 1, sizeof *fresh);
@@ -374,7 +382,7 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
 
         if (msg->parts.count == 0)
             continue;
-        if ((mv = old_msgver(old, msg->uid)) != NULL) {
+        if ((mv = reusable_msgver(old, msg->uid)) != NULL) {
             atomic_fetch_add(&mv->refs, 1);
             snap->msgs[snap->nmsgs++] = mv;
             continue;
@@ -420,11 +428,15 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
     /* Offline, what the cache lacks is simply not shown yet. */
     if (rc == 0 && nreqs && !offline)
         rc = fetch_missing(&fc, nreqs, err, errlen);
-    /* A part the source could not deliver (unreadable answer) is skipped. */
+    /*
+     * A part the source could not deliver (unreadable answer) is skipped
+     * for now; the message stays incomplete, so the next sync asks again.
+     */
     for (size_t i = 0; rc == 0 && !offline && i < fc.n; i++)
         if (!fc.seen[i]) {
             fc.meta[i].mv->stats.parts++;
             fc.meta[i].mv->stats.parts_bad++;
+            fc.meta[i].mv->incomplete = 1;
         }
     /* Complete versions only: offline ones may lack parts still to come. */
     if (rc == 0 && !offline)
@@ -536,8 +548,16 @@ static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
             store_notify(s, m->path, old->files[i].name);
         }
     snap->merged_mtime = res.merged_mtime;
-    snap->merged =
-        store_reuse_or_new(old ? old->merged : NULL, res.merged, res.merged_len, changed);
+    {
+        int merged_changed = 0;
+
+        snap->merged = store_reuse_or_new(old ? old->merged : NULL, res.merged, res.merged_len,
+                                          &merged_changed);
+        if (merged_changed) {
+            *changed = 1;
+            store_notify(s, m->path, NAME_MERGED);
+        }
+    }
     res.merged = NULL;
     if (snap->merged == NULL)
         rc = -ENOMEM;

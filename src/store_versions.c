@@ -132,7 +132,8 @@ void store_versions_save(struct store *s, struct mbox *m, uint32_t uidvalidity,
         char *bytes = NULL, *rec;
         size_t len = 0;
 
-        if (fresh[i]->from_cache || cal_versions_save(fresh[i]->v, &bytes, &len) != 0)
+        if (fresh[i]->from_cache || fresh[i]->incomplete ||
+            cal_versions_save(fresh[i]->v, &bytes, &len) != 0)
             continue;
         if ((rec = malloc(sizeof fresh[i]->stats + len)) != NULL) {
             memcpy(rec, &fresh[i]->stats, sizeof fresh[i]->stats);

@@ -19,7 +19,7 @@ from harness import mount
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH = os.path.join(REPO, "bench")
-sys.path.insert(0, BENCH)
+sys.path.append(BENCH)  # after everything else: bench/ must shadow nothing
 
 import floor_client  # noqa: E402
 import mailgen  # noqa: E402
