@@ -167,6 +167,60 @@ fail:
  * A TZID with neither a VTIMEZONE nor a repair is counted as a warning once
  * per calendar (SPEC §3).
  */
+/*
+ * A component holds only what RFC 5545 lets it hold: VEVENT and VTODO hold
+ * VALARMs, which hold nothing; anything else nested by a sender is dropped
+ * rather than rendered inside the event.
+ */
+static void cal_drop_foreign_children(icalcomponent *c)
+{
+    icalcomponent_kind kind = icalcomponent_isa(c);
+    icalcomponent *child = icalcomponent_get_first_component(c, ICAL_ANY_COMPONENT), *next;
+
+    for (; child; child = next) {
+        next = icalcomponent_get_next_component(c, ICAL_ANY_COMPONENT);
+        if ((kind == ICAL_VEVENT_COMPONENT || kind == ICAL_VTODO_COMPONENT) &&
+            icalcomponent_isa(child) == ICAL_VALARM_COMPONENT) {
+            cal_drop_foreign_children(child);
+            continue;
+        }
+        icalcomponent_remove_component(c, child);
+        icalcomponent_free(child);
+    }
+}
+
+/* libical's serialisation, made valid UTF-8 (its unescaping can split a sequence). */
+static char *cal_serialise_clean(icalcomponent *c)
+{
+    char *s = icalcomponent_as_ical_string_r(c), *clean;
+
+    if (!s)
+        return NULL;
+    clean = cal_sanitize(s, strlen(s));
+    free(s);
+    return clean;
+}
+
+/*
+ * A VTIMEZONE holds STANDARD and DAYLIGHT rules only (RFC 5545 §3.6.5).
+ * Anything else a sender nested in it (a VEVENT, say) must not travel into
+ * every file that uses the zone.
+ */
+static void cal_keep_only_rules(icalcomponent *vtz)
+{
+    icalcomponent *c = icalcomponent_get_first_component(vtz, ICAL_ANY_COMPONENT), *next;
+
+    for (; c; c = next) {
+        icalcomponent_kind k = icalcomponent_isa(c);
+
+        next = icalcomponent_get_next_component(vtz, ICAL_ANY_COMPONENT);
+        if (k != ICAL_XSTANDARD_COMPONENT && k != ICAL_XDAYLIGHT_COMPONENT) {
+            icalcomponent_remove_component(vtz, c);
+            icalcomponent_free(c);
+        }
+    }
+}
+
 static int cal_tz_def(struct cal_scan *sc, struct cal_zctx *zc, struct cal_tzmap *m,
                       const char *tzid)
 {
@@ -178,7 +232,8 @@ static int cal_tz_def(struct cal_scan *sc, struct cal_zctx *zc, struct cal_tzmap
     icalcomponent *vtz = tz ? icaltimezone_get_component(tz) : NULL;
     if (vtz) {
         icalcomponent_strip_errors(vtz);
-        char *s = icalcomponent_as_ical_string_r(vtz);
+        cal_keep_only_rules(vtz);
+        char *s = cal_serialise_clean(vtz);
         struct cal_buf b = {0};
         if (s)
             cal_buf_add_text(&b, s, strlen(s));
@@ -307,7 +362,8 @@ static void cal_strip(icalcomponent *c)
 /* Serialises c as folded CRLF lines, plus X-IMAPCALFS-SOURCE (SPEC §2). */
 static char *cal_render_component(icalcomponent *c, const char *source, size_t *len)
 {
-    char *s = icalcomponent_as_ical_string_r(c);
+    cal_drop_foreign_children(c);
+    char *s = cal_serialise_clean(c);
     if (!s)
         return NULL;
     struct cal_buf b = {0};

@@ -9,6 +9,7 @@
 #define FUZZ_MIME_H
 
 #include "fuzz_check.h"
+#include "imap_internal.h"
 #include "mime.h"
 
 #include <errno.h>
@@ -197,6 +198,17 @@ static inline int fz_bodystructure(const uint8_t *data, size_t size)
         mailstream_low_free(low);
         if (imap)
             mailimap_free(imap);
+        return fz_fail("bodystructure", "out of memory in the harness");
+    }
+    /*
+     * The daemon reads every server byte through its guard (imap_guard.c:
+     * literal, nesting and line limits); so does this harness, else it
+     * would find libetpan's own stack overflow on deep nesting, which the
+     * guard exists to prevent.
+     */
+    struct imap_guard_stats guard = {.op_budget = IMAP_OP_BUDGET};
+    if (imap_guard_install(imap, &guard) != 0) {
+        mailimap_free(imap);
         return fz_fail("bodystructure", "out of memory in the harness");
     }
     /* As after EXAMINE: untagged EXISTS/FLAGS land in the selection info. */
