@@ -129,9 +129,10 @@ bench: deps all
 USERUNITDIR ?= $(PREFIX)/lib/systemd/user
 
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(USERUNITDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(USERUNITDIR)
 	install -m 0755 $(BUILD)/imapcalfs $(BUILD)/mailbox2ics $(DESTDIR)$(BINDIR)/
 	install -m 0644 man/imapcalfs.1 man/mailbox2ics.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/imapcalfs.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	sed 's|/usr/bin/imapcalfs|$(BINDIR)/imapcalfs|' packaging/systemd/imapcalfs@.service \
 	  > $(DESTDIR)$(USERUNITDIR)/imapcalfs@.service
 	chmod 0644 $(DESTDIR)$(USERUNITDIR)/imapcalfs@.service
@@ -149,6 +150,7 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/imapcalfs $(DESTDIR)$(BINDIR)/mailbox2ics
 	rm -f $(DESTDIR)$(USERUNITDIR)/imapcalfs@.service
 	rm -f $(DESTDIR)$(MANDIR)/man1/imapcalfs.1 $(DESTDIR)$(MANDIR)/man1/mailbox2ics.1
+	rm -f $(DESTDIR)$(MANDIR)/man5/imapcalfs.conf.5
 
 format:
 	clang-format -i src/*.c include/*.h tests/unit/*.c tests/unit/*.h
