@@ -827,8 +827,8 @@ def main(argv=None):
     with open(original, "rb") as f:
         mach["binary"] = "%s (sha256 %s…, built %s)" % (
             original, hashlib.sha256(f.read()).hexdigest()[:12],
-            datetime.datetime.fromtimestamp(os.stat(original).st_mtime,
-                                            datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
+            datetime.datetime.fromtimestamp(os.stat(original).st_mtime, datetime.timezone.utc)
+            .strftime("%Y-%m-%d %H:%M:%S UTC"))
     runs = []
     try:
         pki = certs.make_pki(os.path.join(workdir, "pki"))
