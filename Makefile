@@ -68,7 +68,7 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN     := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_TARGETS))
 # Only the modules the targets exercise (and what they call): a clang-only
 # warning elsewhere in the tree cannot break the fuzz build.
-FUZZ_LIBSRC  := $(wildcard src/cal_*.c src/mime*.c src/names.c src/config.c src/tzwin.c)
+FUZZ_LIBSRC  := $(wildcard src/cal_*.c src/mime*.c src/names.c src/config.c src/tzwin.c src/imap_guard.c)
 FUZZ_LIBOBJ  := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(FUZZ_LIBSRC))
 
 fuzz: $(FUZZ_BIN)

@@ -217,6 +217,14 @@ static void cal_keep_only_rules(icalcomponent *vtz)
         if (k != ICAL_XSTANDARD_COMPONENT && k != ICAL_XDAYLIGHT_COMPONENT) {
             icalcomponent_remove_component(vtz, c);
             icalcomponent_free(c);
+            continue;
+        }
+        /* A rule holds properties only. */
+        for (icalcomponent *g = icalcomponent_get_first_component(c, ICAL_ANY_COMPONENT), *gn; g;
+             g = gn) {
+            gn = icalcomponent_get_next_component(c, ICAL_ANY_COMPONENT);
+            icalcomponent_remove_component(c, g);
+            icalcomponent_free(g);
         }
     }
 }

@@ -38,8 +38,17 @@ struct open_file {
     struct open_file *prev, *next;
 };
 
+/* The size last told to the kernel for a path (by path hash). */
+struct told_size {
+    uint64_t path_hash;
+    uint64_t size;
+};
+
 struct fsops {
     struct store *store;
+    pthread_mutex_t told_lock;
+    struct told_size *told; /* open addressing; path_hash 0 = empty */
+    size_t ntold, told_cap;
     pthread_mutex_t open_lock;
     struct open_file *open_files;
     struct fuse *fuse;
@@ -104,6 +113,62 @@ static void *invalidate_thread(void *arg)
     return NULL;
 }
 
+/* ---- sizes the kernel holds --------------------------------------------- */
+
+static uint64_t path_hash(const char *path)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (; *path; path++)
+        h = (h ^ (unsigned char)*path) * 0x100000001b3ull;
+    return h ? h : 1;
+}
+
+static struct told_size *told_slot(struct told_size *t, size_t cap, uint64_t h)
+{
+    size_t i = h & (cap - 1);
+
+    while (t[i].path_hash && t[i].path_hash != h)
+        i = (i + 1) & (cap - 1);
+    return &t[i];
+}
+
+/*
+ * Records size as what the kernel now believes of path; returns the size
+ * it believed before (or `size` when it had none).
+ */
+static uint64_t told_swap(struct fsops *f, const char *path, uint64_t size)
+{
+    uint64_t h = path_hash(path), before = size;
+    struct told_size *slot;
+
+    pthread_mutex_lock(&f->told_lock);
+    if (f->ntold * 2 >= f->told_cap) {
+        size_t cap = f->told_cap ? f->told_cap * 2 : 1024;
+        struct told_size *t = calloc(cap, sizeof *t);
+
+        if (t == NULL) {
+            pthread_mutex_unlock(&f->told_lock);
+            return size;
+        }
+        for (size_t i = 0; i < f->told_cap; i++)
+            if (f->told[i].path_hash)
+                *told_slot(t, cap, f->told[i].path_hash) = f->told[i];
+        free(f->told);
+        f->told = t;
+        f->told_cap = cap;
+    }
+    slot = told_slot(f->told, f->told_cap, h);
+    if (slot->path_hash)
+        before = slot->size;
+    else
+        f->ntold++;
+    slot->path_hash = h;
+    slot->size = size;
+    pthread_mutex_unlock(&f->told_lock);
+    return before;
+}
+
 /* ---- operations ------------------------------------------------------- */
 
 static void fill_stat(const struct store_attr *a, struct stat *st)
@@ -142,6 +207,8 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 
         a.size = of->bytes->len;
     }
+    if (a.kind == STORE_FILE)
+        told_swap(ctx_fsops(), path, a.size);
     fill_stat(&a, st);
     return 0;
 }
@@ -226,6 +293,15 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         return -ENOMEM;
     }
     fi->fh = (uint64_t)(uintptr_t)of;
+    /*
+     * A sync may have changed the file between the kernel's last GETATTR and
+     * this open: the kernel would then answer fstat() from its old size for
+     * the rest of this jiffy. Drop its attributes now (attributes only: with
+     * direct_io there are no cached pages to wait for).
+     */
+    if (a.kind == STORE_FILE && told_swap(ctx_fsops(), path, b->len) != b->len &&
+        ctx_fsops()->fuse)
+        fuse_invalidate_path(ctx_fsops()->fuse, path);
     /*
      * Every read comes to us, from the bytes this open holds. The kernel's
      * page cache is per inode and shared by all open files: a reader that
@@ -483,6 +559,7 @@ struct fsops *fsops_new(struct store *store)
     f->store = store;
     pthread_mutex_init(&f->lock, NULL);
     pthread_mutex_init(&f->open_lock, NULL);
+    pthread_mutex_init(&f->told_lock, NULL);
     pthread_cond_init(&f->cond, NULL);
     return f;
 }
@@ -494,6 +571,8 @@ void fsops_free(struct fsops *f)
     while (f->open_files)
         open_file_free(f, f->open_files);
     pthread_mutex_destroy(&f->open_lock);
+    pthread_mutex_destroy(&f->told_lock);
+    free(f->told);
     while (f->head) {
         struct inval *next = f->head->next;
 
