@@ -75,11 +75,11 @@ HEADER = ["fault", "worst latency", "reads", "errors", "versions", "recovery", "
           "result"]
 
 
-@pytest.fixture(scope="module")
-
-# fstat/read disagreements tolerated per fault run (see _check_readers).
+# fstat/read disagreements tolerated per fault run (see the check below).
 MISMATCH_LIMIT = 3
 
+
+@pytest.fixture(scope="module")
 def report(request):
     return stress.Report.get(request.config)
 
