@@ -246,7 +246,18 @@ static int transfer_decode(const char *raw, size_t rawlen, enum mime_encoding en
     size_t idx = 0;
     *dec = NULL;
     *declen = 0;
-    int r = mailmime_part_parse(raw, rawlen, &idx, mech, dec, declen);
+    /*
+     * libetpan 1.9.4's quoted-printable decoder reads two bytes past the end
+     * when the part ends in an escape ("=" or "=X"): decode from a copy with
+     * zeroed room behind it (the zeros are never part of the result).
+     */
+    char *padded = malloc(rawlen + 4);
+    if (padded == NULL)
+        return -ENOMEM;
+    memcpy(padded, raw, rawlen);
+    memset(padded + rawlen, 0, 4);
+    int r = mailmime_part_parse(padded, rawlen, &idx, mech, dec, declen);
+    free(padded);
     if (r == MAILIMF_ERROR_MEMORY)
         return -ENOMEM;
     if (r != MAILIMF_NO_ERROR || *dec == NULL)
