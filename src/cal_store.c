@@ -26,7 +26,7 @@ struct writer {
 
 static void put(struct writer *w, const void *p, size_t n)
 {
-    if (w->failed)
+    if (w->failed || n == 0)
         return;
     if (w->len + n > w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 1024;
@@ -128,6 +128,8 @@ struct reader {
 
 static int get(struct reader *r, void *out, size_t n)
 {
+    if (n == 0)
+        return r->failed ? -1 : 0;
     if (r->failed || n > r->left) {
         r->failed = 1;
         return -1;

@@ -219,8 +219,9 @@ def test_64_readers_while_mail_arrives_and_goes(load_server, mounter, workroot, 
     total = readers.total_reads()
     # Known limit (issue 7 note): fstat() of a file opened just before a sync
     # may give the new size for up to one jiffy (the kernel's attributes are
-    # per inode). Tolerated below 0.5% of reads; more is a bug.
-    if mismatches > total * 0.005:
+    # per inode). Tolerated below 1% of reads (sanitized builds are slower,
+    # so the window is wider); more is a bug.
+    if mismatches > total * 0.01:
         problems.append("%d of %d reads whose fstat st_size differs from the bytes read"
                         % (mismatches, total))
     merged_versions = len(readers.hashes(m.path("merged.ics")))
