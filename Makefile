@@ -109,7 +109,7 @@ check-e2e: all
 check-asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 CFLAGS="-O1 -g" all
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 CFLAGS="-O1 -g" check-unit
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  IMAPCALFS_BIN=$(abspath build-asan) IMAPCALFS_SANITIZED=1 $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 # The unit tests and the end-to-end suite with the daemon under valgrind.
