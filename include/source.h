@@ -105,6 +105,9 @@ void source_mailboxes_free(struct src_mailbox *m, size_t n);
 int source_list_messages(struct source *s, const char *mailbox, const struct src_listing *known,
                          struct src_listing *out, char *err, size_t errlen);
 
+/* The message of listing l (may be NULL) with this uid, or NULL; l is sorted by uid. */
+const struct src_message *source_listing_find(const struct src_listing *l, uint32_t uid);
+
 /* A deep copy of message m into out (parts included). 0 or -ENOMEM. */
 int source_message_copy(const struct src_message *m, struct src_message *out);
 void source_listing_free(struct src_listing *l);

@@ -376,28 +376,11 @@ struct compact_ctx {
     struct cache_writer *w;
 };
 
-static int is_live(const struct src_listing *l, uint32_t uid)
-{
-    size_t lo = 0, hi = l->count;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (l->msgs[mid].uid == uid)
-            return 1;
-        if (l->msgs[mid].uid < uid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return 0;
-}
-
 static int copy_live(void *arg, uint32_t uid, const char *section, const char *data, size_t len)
 {
     struct compact_ctx *cc = arg;
 
-    if (!is_live(cc->live, uid))
+    if (source_listing_find(cc->live, uid) == NULL)
         return 0;
     return cache_writer_add(cc->w, uid, section, data, len);
 }

@@ -292,23 +292,6 @@ static int search_uids(struct imap_src *src, struct imap_conn *c, uint32_t **uid
     return 0;
 }
 
-static const struct src_message *known_message(const struct src_listing *k, uint32_t uid)
-{
-    size_t lo = 0, hi = k ? k->count : 0;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (k->msgs[mid].uid == uid)
-            return &k->msgs[mid];
-        if (k->msgs[mid].uid < uid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
 /*
  * Lists by difference with a known listing: messages still present are
  * copied from it, and only new UIDs are asked for their structure.
@@ -331,7 +314,7 @@ static int list_incremental(struct imap_src *src, struct imap_conn *c, struct me
     if ((set = mailimap_set_new_empty()) == NULL)
         rc = -ENOMEM;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        const struct src_message *m = known_message(ma->known, uids[i]);
+        const struct src_message *m = source_listing_find(ma->known, uids[i]);
 
         /* An unreadable mark may come from a passing fault: ask again. */
         if (m && !m->unreadable) {
@@ -418,7 +401,7 @@ static int list_by_bisection(struct imap_src *src, struct imap_conn *c, struct m
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        const struct src_message *m = ma->known ? known_message(ma->known, uids[i]) : NULL;
+        const struct src_message *m = source_listing_find(ma->known, uids[i]);
 
         if (m == NULL)
             need[nneed++] = uids[i];

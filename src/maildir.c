@@ -371,24 +371,6 @@ static int read_file(const char *path, char **buf, size_t *len)
     return 0;
 }
 
-/* The known message with this uid (known is sorted by uid), or NULL. */
-static const struct src_message *known_message(const struct src_listing *k, uint32_t uid)
-{
-    size_t lo = 0, hi = k ? k->count : 0;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (k->msgs[mid].uid == uid)
-            return &k->msgs[mid];
-        if (k->msgs[mid].uid < uid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
 /* Messages already known (same UIDVALIDITY) are copied, not read again. */
 static int md_list_messages(struct source *s, const char *mailbox, const struct src_listing *known,
                             struct src_listing *out, char *err, size_t errlen)
@@ -419,7 +401,7 @@ static int md_list_messages(struct source *s, const char *mailbox, const struct 
     }
     for (size_t i = 0; i < n; i++) {
         struct src_message *m = &out->msgs[out->count];
-        const struct src_message *k = known_message(known, files[i].uid);
+        const struct src_message *k = source_listing_find(known, files[i].uid);
         char *buf;
         size_t len;
 

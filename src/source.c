@@ -38,6 +38,23 @@ int source_list_messages(struct source *s, const char *mailbox, const struct src
     return s->drv->list_messages(s, mailbox, known, out, err, errlen);
 }
 
+const struct src_message *source_listing_find(const struct src_listing *l, uint32_t uid)
+{
+    size_t lo = 0, hi = l ? l->count : 0;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (l->msgs[mid].uid == uid)
+            return &l->msgs[mid];
+        if (l->msgs[mid].uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
 int source_message_copy(const struct src_message *m, struct src_message *out)
 {
     *out = *m;
