@@ -22,6 +22,7 @@ from harness.mailgen import utc
 USERS = ("ttl", "refresh", "status", "mtime", "pages", "idle", "idlerace", "cut", "stall")
 SLOW = mount.slow_factor()
 TIMEOUT = 2  # -o timeout= of the trouble tests, seconds
+IDLE_LATENCY = 2  # issue 4: with idle, an APPEND shows within 2 s (scaled for slow builds)
 
 
 @pytest.fixture(scope="module")
@@ -266,11 +267,11 @@ def test_idle_pushes_append_and_expunge(server, mounter):
     add(dv, user, "Pushed", "p2@example.org", "P2")
     _, took = poll("APPEND pushed by IDLE",
                    lambda: events_listed(m, "Pushed") == ["p1@example.org.ics",
-                                                          "p2@example.org.ics"], timeout=10)
+                                                          "p2@example.org.ics"], timeout=IDLE_LATENCY)
     print("idle: APPEND visible after %.2f s" % took)
     dv.expunge("Pushed", first, user=user)
     _, took = poll("EXPUNGE pushed by IDLE",
-                   lambda: events_listed(m, "Pushed") == ["p2@example.org.ics"], timeout=10)
+                   lambda: events_listed(m, "Pushed") == ["p2@example.org.ics"], timeout=IDLE_LATENCY)
     print("idle: EXPUNGE visible after %.2f s" % took)
 
 

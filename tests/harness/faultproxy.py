@@ -31,6 +31,11 @@ Faults (FaultProxy.set_fault(kind, ...)):
   huge_literal  the BODY[...] of message `uid` is announced as a literal of
               `size` (1 GB) bytes and streamed lazily until the client
               hangs up
+  gather      not a fault but a meeting point: the tagged answer to every
+              `command` (default EXAMINE) is held until `count` connections
+              each wait for one, or `wait` seconds pass; stats()["gathered"]
+              is the most connections that were ever held at once, which
+              shows whether a client really works on several at a time
 
 The proxy runs an asyncio loop on a thread of its own; set_fault/clear are
 safe to call from any thread.  stats() tells what happened (connections,
@@ -47,7 +52,7 @@ import time
 HOST = "127.0.0.1"
 
 KINDS = ("drop", "stall", "trickle", "garbage", "longline", "bye", "no", "bad",
-         "bad_bodystructure", "deep_nesting", "huge_literal")
+         "bad_bodystructure", "deep_nesting", "huge_literal", "gather")
 
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}\r\n$")
 _COMMAND = re.compile(rb"^([^\s+*]+) (?:(UID) )?([A-Za-z]+)")
@@ -139,7 +144,9 @@ class FaultProxy:
         self._fault = ("none", {})
         self._epoch = 0
         self._stats = {"connections": 0, "commands": {}, "to_client": 0, "faulted": 0,
-                       "huge_sent": [], "longline_sent": 0}
+                       "huge_sent": [], "longline_sent": 0, "gathered": 0}
+        self._held = set()  # connections whose answer the gather point holds
+        self._released = set()  # held connections let go because the count was met
 
     # ----- life cycle -----
 
@@ -204,6 +211,8 @@ class FaultProxy:
         with self._lock:
             self._fault = (kind, dict(params))
             self._epoch += 1
+            if kind == "gather":
+                self._stats["gathered"] = 0
         if kind == "bye":
             self._loop.call_soon_threadsafe(self._bye_everyone)
 
@@ -328,10 +337,33 @@ class FaultProxy:
                     ssl.SSLError):
                 return
             m = _TAGGED.match(parts[0])
-            if m:
-                c.pending.pop(m.group(1), None)
+            name = c.pending.pop(m.group(1), None) if m else None
+            if name is not None:
+                await self._gather(c, name)
             if not await self._deliver(c, parts):
                 return
+
+    async def _gather(self, c, name):
+        """Under the gather fault, holds the tagged answer to the chosen
+        command until enough connections wait together (or time runs out)."""
+        kind, params, _ = self.fault()
+        if kind != "gather" or name != params.get("command", "EXAMINE"):
+            return
+        count, wait = int(params.get("count", 2)), float(params.get("wait", 3))
+        self._held.add(c.n)
+        deadline = time.monotonic() + wait
+        try:
+            while c.n not in self._released and time.monotonic() < deadline \
+                    and not c.closed.is_set():
+                with self._lock:
+                    self._stats["gathered"] = max(self._stats["gathered"], len(self._held))
+                if len(self._held) >= count:
+                    self._released |= self._held  # everyone held goes on together
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            self._held.discard(c.n)
+            self._released.discard(c.n)
 
     async def _write(self, c, data):
         """Writes to the client under the drop and trickle faults; False
