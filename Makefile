@@ -55,13 +55,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(LIB_OBJ)
 # into build-fuzz/, from their own instrumented build of the library.
 # `make fuzz-smoke` runs each for FUZZ_SECONDS on the seed corpora and the
 # regressions; see tests/fuzz/README.
-# -Wno-error=sometimes-uninitialized: clang (not gcc) sees `nuid` read
-# uninitialised on cal_resolve()'s early `goto out` (src/cal_resolve.c);
-# reported, drop this once fixed.
 FUZZ_BUILD   := build-fuzz
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-error=sometimes-uninitialized \
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
                 -O1 -g -fno-omit-frame-pointer -Iinclude $(PKG_CFLAGS) \
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))

@@ -410,7 +410,7 @@ int cal_resolve(struct cal_versions *const *msgs, size_t n, const struct cal_fil
     static const struct cal_filter none = {0};
     const struct cal_version **all = NULL;
     struct cal_ev *ev = NULL;
-    size_t nall = 0, nev = 0;
+    size_t nall = 0, nev = 0, nuid = 0;
     int rc = -ENOMEM;
 
     cal_tz_init();
@@ -430,7 +430,6 @@ int cal_resolve(struct cal_versions *const *msgs, size_t n, const struct cal_fil
     if (nall > 1)
         qsort(all, nall, sizeof *all, cal_sort_cmp);
 
-    size_t nuid = 0;
     for (size_t i = 0; i < nall; i++)
         nuid += i == 0 || strcmp(all[i]->uid, all[i - 1]->uid) != 0;
     if (nuid && !(ev = calloc(nuid, sizeof *ev)))
