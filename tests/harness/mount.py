@@ -21,7 +21,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 VALGRIND = ["valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
-            "--errors-for-leak-kinds=definite"]
+            "--errors-for-leak-kinds=definite",
+            "--suppressions=" + os.path.join(REPO, "tests", "valgrind.supp")]
 
 
 def under_valgrind():
