@@ -600,6 +600,9 @@ int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
     char *clean = cal_sanitize(text ? text : "", len);
     if (!clean)
         return -ENOMEM;
+    /* U+FFFD: bytes that did not fit the part's charset (a wrong label)
+     * were replaced while decoding; the events show, but .status says so. */
+    int replaced = strstr(clean, "\xEF\xBF\xBD") != NULL;
     icalcomponent *root = icalparser_parse_string(clean);
     free(clean);
     if (!root) {
@@ -638,6 +641,8 @@ int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
     }
     if (sc.unusable && stats)
         stats->warnings += (unsigned)sc.unusable;
+    if (replaced && stats)
+        stats->warnings++;
     return sc.added;
 bad:
     if (stats)

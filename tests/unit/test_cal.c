@@ -764,11 +764,23 @@ static void test_invalid_utf8_and_nul_made_valid(void)
                        "END:VEVENT\n";
     struct cal_versions *m = tc_msg("INBOX", 1, T0, NULL, NULL, NULL);
     char err[64];
-    CHECK(cal_versions_add_part(m, ics, sizeof ics - 1, NULL, NULL, err, sizeof err) == 1);
+    struct cal_stats st = {0};
+    CHECK(cal_versions_add_part(m, ics, sizeof ics - 1, NULL, &st, err, sizeof err) == 1);
+    /* Shown, but counted: the text did not fit its charset. */
+    CHECK(st.parts == 1 && st.parts_bad == 0 && st.warnings == 1);
+    /* What mime_decode_part() made of a wrong label counts the same. */
+    const char decoded[] = "BEGIN:VEVENT\nUID:fffd@x\nDTSTART:20260310T100000Z\n"
+                           "SUMMARY:Caf\xef\xbf\xbd\nEND:VEVENT\n";
+    CHECK(cal_versions_add_part(m, decoded, sizeof decoded - 1, NULL, &st, err, sizeof err) == 1);
+    CHECK(st.parts == 2 && st.warnings == 2);
+    const char clean[] = "BEGIN:VEVENT\nUID:ok@x\nDTSTART:20260310T100000Z\n"
+                         "SUMMARY:Caf\xc3\xa9\nEND:VEVENT\n";
+    CHECK(cal_versions_add_part(m, clean, sizeof clean - 1, NULL, &st, err, sizeof err) == 1);
+    CHECK(st.parts == 3 && st.warnings == 2);
     struct cal_result r;
     CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
-    CHECK(r.nevents == 1);
-    if (r.nevents == 1) {
+    CHECK(r.nevents == 3);
+    if (r.nevents == 3) {
         CHECK(tc_format_ok(r.events[0].data, r.events[0].len));
         CHECK(tc_has(r.events[0].data, r.events[0].len,
                      "SUMMARY:caf\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd name \xc3\xa9\r\n"));
