@@ -246,3 +246,23 @@ def test_components_option_task_and_journal_files(corpus_server, mounter, option
         got = sorted(calcheck.uids(merged) + calcheck.uids(merged, "VTODO") +
                      calcheck.uids(merged, "VJOURNAL"))
         assert got == sorted(want["files"])
+
+
+# ---- the same corpus from a Maildir ------------------------------------------
+
+def test_maildir_source_shows_the_same_corpus(corpus_server, tree, status, mounter):
+    """The Dovecot's own Maildir, mounted with maildir:, gives the same files
+    (apart from the source URLs) and the same counts: the local MIME parser
+    finds what the server's BODYSTRUCTURE finds, broken mail included."""
+    dv = corpus_server[0]
+    md = mounter.mount(source="maildir:" + os.path.join(dv.mail_dir, dv.user), password=None,
+                       cafile=None)
+    md_tree = calcheck.read_tree(md.mountpoint)
+    assert sorted(md_tree) == sorted(tree)
+    for path, data in tree.items():
+        assert calfiles.without_source(md_tree[path]) == calfiles.without_source(data), path
+    md_status = fs.cat(md.path(".status")).decode("utf-8")
+    for mbox in BOXES:
+        counts = re.compile(r"\d+ messages, .* unreadable messages")
+        want = counts.search(corpus.status_line(status, mbox)).group(0)
+        assert counts.search(corpus.status_line(md_status, mbox)).group(0) == want, mbox
