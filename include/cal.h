@@ -108,6 +108,10 @@ struct cal_versions *cal_versions_new(const struct cal_origin *origin);
  * in one message (inline part and .ics attachment) is kept once.
  * Returns the number of versions added (0 is fine: e.g. a REPLY), or
  * -EINVAL when the part does not parse (err says why; stats->parts_bad++).
+ * A VEVENT without a valid DTSTART (outside a CANCEL) is no event: left
+ * out and counted in stats->warnings, or -EINVAL when the part holds
+ * nothing else. A part holding U+FFFD (bytes its charset label did not
+ * fit, replaced while decoding) counts one warning.
  */
 int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
                           const struct cal_filter *f, struct cal_stats *stats, char *err,

@@ -107,6 +107,8 @@ struct cal_scan {
     struct cal_stats *stats;
     unsigned kinds;
     int added;
+    int usable;   /* components passed on (duplicates included) */
+    int unusable; /* VEVENTs left out for want of a start (cal_is_unusable) */
 };
 
 /* Per calendar: TZID -> index in the message's VTIMEZONE pool (-1: none). */
@@ -516,6 +518,21 @@ out:
 }
 
 /*
+ * A VEVENT with no usable DTSTART is no event: RFC 5546 requires one in
+ * PUBLISH, REQUEST, ADD and COUNTER, RFC 5545 §3.6.1 whenever METHOD is
+ * absent, and only a CANCEL may leave it out. libical keeps the component
+ * when the DTSTART line did not parse (an X-LIC-ERROR instead), so such a
+ * part would otherwise make a file that khal and others reject.
+ */
+static int cal_is_unusable(icalcomponent *c, unsigned kind, int cancel)
+{
+    if (kind != CAL_VEVENT || cancel)
+        return 0;
+    icalproperty *p = icalcomponent_get_first_property(c, ICAL_DTSTART_PROPERTY);
+    return p == NULL || icaltime_is_null_time(icalproperty_get_dtstart(p));
+}
+
+/*
  * Every component of a selected kind directly inside container (a
  * VCALENDAR, libical's XROOT, or NULL for a bare component), per the
  * calendar's METHOD (RFC 5546 §1.4): REPLY, REFRESH, COUNTER and
@@ -538,14 +555,22 @@ static int cal_scan_calendar(struct cal_scan *sc, icalcomponent *container, ical
     int rc = 0;
     if (only) {
         unsigned k = cal_kind_of(icalcomponent_isa(only));
-        if (k & sc->kinds)
+        if ((k & sc->kinds) && cal_is_unusable(only, k, cancel))
+            sc->unusable++;
+        else if (k & sc->kinds) {
+            sc->usable++;
             rc = cal_add_component(sc, &zc, &m, only, k, cancel);
+        }
     } else {
         for (icalcomponent *c = icalcomponent_get_first_component(container, ICAL_ANY_COMPONENT);
              c && rc == 0; c = icalcomponent_get_next_component(container, ICAL_ANY_COMPONENT)) {
             unsigned k = cal_kind_of(icalcomponent_isa(c));
-            if (k & sc->kinds)
+            if ((k & sc->kinds) && cal_is_unusable(c, k, cancel))
+                sc->unusable++;
+            else if (k & sc->kinds) {
+                sc->usable++;
                 rc = cal_add_component(sc, &zc, &m, c, k, cancel);
+            }
         }
     }
     cal_tzmap_free(&m);
@@ -575,6 +600,9 @@ int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
     char *clean = cal_sanitize(text ? text : "", len);
     if (!clean)
         return -ENOMEM;
+    /* U+FFFD: bytes that did not fit the part's charset (a wrong label)
+     * were replaced while decoding; the events show, but .status says so. */
+    int replaced = strstr(clean, "\xEF\xBF\xBD") != NULL;
     icalcomponent *root = icalparser_parse_string(clean);
     free(clean);
     if (!root) {
@@ -604,7 +632,18 @@ int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
         goto bad;
     }
     icalcomponent_free(root);
-    return rc < 0 ? rc : sc.added;
+    if (rc < 0)
+        return rc;
+    if (sc.unusable && sc.usable == 0) {
+        /* Nothing usable: the part is skipped like one that does not parse. */
+        cal_seterr(err, errlen, "no usable component (VEVENT without a valid DTSTART)");
+        goto bad;
+    }
+    if (sc.unusable && stats)
+        stats->warnings += (unsigned)sc.unusable;
+    if (replaced && stats)
+        stats->warnings++;
+    return sc.added;
 bad:
     if (stats)
         stats->parts_bad++;

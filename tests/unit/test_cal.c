@@ -673,6 +673,44 @@ static void test_garbage_part_is_error(void)
     cal_versions_free(m);
 }
 
+/* A VEVENT whose DTSTART is missing or did not parse is no event (RFC 5546
+ * §3.2, RFC 5545 §3.6.1); only a CANCEL may leave it out. */
+static void test_vevent_without_dtstart_left_out(void)
+{
+    struct cal_stats st = {0};
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, NULL, NULL, NULL);
+    char err[128] = "";
+    /* A ticketing system's broken attachment: bad DTSTART, line without ':'. */
+    const char *broken = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\n"
+                         "UID:parking@x\r\nDTSTART:2026-03-28 18:30\r\n"
+                         "SUMMARY Parking voucher\r\nEND:VCALENDAR\r\nEND:VEVENT\r\n";
+    CHECK(cal_versions_add_part(m, broken, strlen(broken), NULL, &st, err, sizeof err) == -EINVAL);
+    CHECK(strstr(err, "DTSTART") != NULL);
+    CHECK(st.parts == 1 && st.parts_bad == 1 && cal_versions_count(m) == 0);
+
+    /* Next to a good event: the good one stays, the other is a warning. */
+    const char *mixed = "BEGIN:VCALENDAR\r\nMETHOD:PUBLISH\r\n"
+                        "BEGIN:VEVENT\r\nUID:nostart@x\r\nSUMMARY:no start\r\nEND:VEVENT\r\n"
+                        "BEGIN:VEVENT\r\nUID:good@x\r\nDTSTAMP:20260101T000000Z\r\n"
+                        "DTSTART:20260310T100000Z\r\nSUMMARY:good\r\nEND:VEVENT\r\n"
+                        "END:VCALENDAR\r\n";
+    CHECK(cal_versions_add_part(m, mixed, strlen(mixed), NULL, &st, err, sizeof err) == 1);
+    CHECK(st.parts == 2 && st.parts_bad == 1 && st.warnings == 1);
+
+    /* A CANCEL needs no DTSTART; a VTODO has none to need. */
+    const char *cancel = "BEGIN:VCALENDAR\r\nMETHOD:CANCEL\r\nBEGIN:VEVENT\r\n"
+                         "UID:good@x\r\nSEQUENCE:1\r\nDTSTAMP:20260102T000000Z\r\n"
+                         "STATUS:CANCELLED\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    CHECK(cal_versions_add_part(m, cancel, strlen(cancel), NULL, &st, err, sizeof err) == 1);
+    struct cal_filter todo = {.kinds = CAL_VTODO};
+    const char *task = "BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nUID:task@x\r\n"
+                       "SUMMARY:whenever\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
+    CHECK(cal_versions_add_part(m, task, strlen(task), &todo, &st, err, sizeof err) == 1);
+    CHECK(st.parts == 4 && st.parts_bad == 1 && st.warnings == 1);
+    CHECK(cal_versions_count(m) == 3);
+    cal_versions_free(m);
+}
+
 static void test_components_filter(void)
 {
     const char *ics = "BEGIN:VCALENDAR\nVERSION:2.0\n"
@@ -726,11 +764,23 @@ static void test_invalid_utf8_and_nul_made_valid(void)
                        "END:VEVENT\n";
     struct cal_versions *m = tc_msg("INBOX", 1, T0, NULL, NULL, NULL);
     char err[64];
-    CHECK(cal_versions_add_part(m, ics, sizeof ics - 1, NULL, NULL, err, sizeof err) == 1);
+    struct cal_stats st = {0};
+    CHECK(cal_versions_add_part(m, ics, sizeof ics - 1, NULL, &st, err, sizeof err) == 1);
+    /* Shown, but counted: the text did not fit its charset. */
+    CHECK(st.parts == 1 && st.parts_bad == 0 && st.warnings == 1);
+    /* What mime_decode_part() made of a wrong label counts the same. */
+    const char decoded[] = "BEGIN:VEVENT\nUID:fffd@x\nDTSTART:20260310T100000Z\n"
+                           "SUMMARY:Caf\xef\xbf\xbd\nEND:VEVENT\n";
+    CHECK(cal_versions_add_part(m, decoded, sizeof decoded - 1, NULL, &st, err, sizeof err) == 1);
+    CHECK(st.parts == 2 && st.warnings == 2);
+    const char clean[] = "BEGIN:VEVENT\nUID:ok@x\nDTSTART:20260310T100000Z\n"
+                         "SUMMARY:Caf\xc3\xa9\nEND:VEVENT\n";
+    CHECK(cal_versions_add_part(m, clean, sizeof clean - 1, NULL, &st, err, sizeof err) == 1);
+    CHECK(st.parts == 3 && st.warnings == 2);
     struct cal_result r;
     CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
-    CHECK(r.nevents == 1);
-    if (r.nevents == 1) {
+    CHECK(r.nevents == 3);
+    if (r.nevents == 3) {
         CHECK(tc_format_ok(r.events[0].data, r.events[0].len));
         CHECK(tc_has(r.events[0].data, r.events[0].len,
                      "SUMMARY:caf\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd name \xc3\xa9\r\n"));
@@ -818,6 +868,7 @@ int main(void)
     RUN(test_x_lic_error_stripped);
     RUN(test_deep_nesting_refused);
     RUN(test_garbage_part_is_error);
+    RUN(test_vevent_without_dtstart_left_out);
     RUN(test_components_filter);
     RUN(test_mtime_is_newest_message_held);
     RUN(test_invalid_utf8_and_nul_made_valid);
