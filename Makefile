@@ -110,7 +110,7 @@ check-asan:
 	  IMAPCALFS_BIN=$(abspath build-asan) IMAPCALFS_SANITIZED=1 $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 # The unit tests and the end-to-end suite with the daemon under valgrind.
-# VALGRIND_TESTS picks the e2e tests (all by default; CI runs a subset).
+# VALGRIND_TESTS picks the e2e tests (all by default, as in CI).
 VALGRIND_TESTS ?= tests/e2e
 check-valgrind: all $(UNIT_BIN)
 	@VALGRIND=1 tests/unit/run $(UNIT_BIN)
