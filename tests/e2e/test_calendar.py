@@ -12,7 +12,8 @@ import re
 
 import pytest
 
-from harness import calcheck, fs, mailgen, mount, scenario, wire
+from harness import calcheck, fs, mailgen, scenario, wire
+from harness.corpus import ModuleMount
 from harness.mailgen import utc, vcalendar, vevent
 
 MAIL = scenario.MAIL_DIR
@@ -332,21 +333,6 @@ def cal_server(dovecot_factory):
     for mbox, make in MAILBOXES.items():
         uids[mbox] = [dv.add_message(mbox, raw, internaldate=when) for raw, when in make()]
     return dv, uids
-
-
-class ModuleMount:
-    """One mount shared by the read-only tests of this module."""
-
-    def __init__(self, dv, workdir, options, ca_file):
-        self.m = mount.Mount(dv.url(), workdir, ["cafile=" + ca_file] + list(options),
-                             password=dv.password)
-
-    def __enter__(self):
-        return self.m.start()
-
-    def __exit__(self, *exc):
-        rc = self.m.stop()
-        assert rc == 0, "imapcalfs exited %s:\n%s" % (rc, self.m.stderr())
 
 
 @pytest.fixture(scope="module")
