@@ -246,17 +246,27 @@ out:
     return out;
 }
 
-/* 1 when the definitions are the same zone, 0 when not, -ENOMEM. The
- * common case is the same interned text (one pointer) or the same bytes. */
-static int cal_mtz_same(struct cal_mtz_cls *c, const char *def, size_t len, char **sig)
+/* The class of first..nc that def belongs to, or nc when none; -ENOMEM.
+ * The common case is the same interned text (one pointer) or the same
+ * bytes, so every class is tried that way before any normalising. */
+static long cal_mtz_find(struct cal_mergetz *m, size_t first, const char *def, size_t len,
+                         char **sig)
 {
-    if (c->def == def || (c->len == len && memcmp(c->def, def, len) == 0))
-        return 1;
-    if (!c->sig && !(c->sig = cal_tz_signature(c->def, c->len)))
-        return -ENOMEM;
-    if (!*sig && !(*sig = cal_tz_signature(def, len)))
-        return -ENOMEM;
-    return strcmp(c->sig, *sig) == 0;
+    for (size_t k = first; k < m->nc; k++) {
+        const struct cal_mtz_cls *c = &m->c[k];
+        if (c->def == def || (c->len == len && memcmp(c->def, def, len) == 0))
+            return (long)k;
+    }
+    for (size_t k = first; k < m->nc; k++) {
+        struct cal_mtz_cls *c = &m->c[k];
+        if (!c->sig && !(c->sig = cal_tz_signature(c->def, c->len)))
+            return -ENOMEM;
+        if (!*sig && !(*sig = cal_tz_signature(def, len)))
+            return -ENOMEM;
+        if (strcmp(c->sig, *sig) == 0)
+            return (long)k;
+    }
+    return (long)m->nc;
 }
 
 /* ---- naming ------------------------------------------------------------- */
@@ -354,21 +364,17 @@ int cal_mergetz_resolve(struct cal_mergetz *m)
             struct cal_mtz_use *u = idx[i];
             if (!u->def)
                 continue;
-            size_t k;
-            int same = 0;
-            for (k = first; k < m->nc && !same; k++)
-                if ((same = cal_mtz_same(&m->c[k], u->def, u->len, &sig)) < 0)
-                    goto out;
-            if (same) {
-                k--;
-            } else {
+            long k = cal_mtz_find(m, first, u->def, u->len, &sig);
+            if (k < 0)
+                goto out;
+            if ((size_t)k == m->nc) {
                 if (cal_mtz_add_cls(m, u, sig) < 0)
                     goto out;
                 sig = NULL;
             }
             free(sig);
             sig = NULL;
-            u->cls = k;
+            u->cls = (size_t)k;
         }
         /* A use without a definition reads the name's first one, as a
          * single-TZID merge always did. */
