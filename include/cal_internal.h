@@ -163,4 +163,22 @@ const char *cal_prop_tzid(icalproperty *p);
 int cal_window_from_text(const struct cal_version *v, const struct cal_filter *f,
                          struct cal_win *w);
 
+/* cal_mergetz.c: the VTIMEZONEs of merged.ics, one per definition; a TZID
+ * defined differently by two events gets a second name for the later one
+ * (SPEC §2). Strings passed in must outlive the object. */
+struct cal_mergetz;
+struct cal_mergetz *cal_mergetz_new(void); /* NULL on ENOMEM */
+void cal_mergetz_free(struct cal_mergetz *m);
+/* Event ev (numbered in output order, never decreasing) uses tzid, defined
+ * by def[0..len) or by nothing (def NULL). 0, -ENOMEM or -EINVAL. */
+int cal_mergetz_use(struct cal_mergetz *m, size_t ev, const char *tzid, const char *def,
+                    size_t len);
+/* Groups the definitions and names the extra ones. 0 or -ENOMEM. */
+int cal_mergetz_resolve(struct cal_mergetz *m);
+/* After resolve: the VTIMEZONEs, sorted by the TZID they carry. */
+void cal_mergetz_add_zones(const struct cal_mergetz *m, struct cal_buf *b);
+/* After resolve: a component of event ev, its TZID parameters renamed. */
+void cal_mergetz_add_comp(const struct cal_mergetz *m, size_t ev, struct cal_buf *b,
+                          const char *text, size_t len);
+
 #endif

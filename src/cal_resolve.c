@@ -354,40 +354,27 @@ static char *cal_render_event(const struct cal_ev *e, size_t *len)
     return cal_buf_take(&b, len);
 }
 
-/* merged.ics: every event, one VTIMEZONE per TZID (the first definition
- * in output order wins), zones sorted by TZID. */
+/* merged.ics: every event, one VTIMEZONE per TZID definition, zones
+ * sorted by TZID (cal_mergetz.c). */
 static char *cal_render_merged(const struct cal_ev *ev, size_t n, size_t *len)
 {
-    size_t cap = 0, nz = 0;
-    for (size_t i = 0; i < n; i++)
-        cap += ev[i].ntz;
-    struct cal_tzuse *z = cap ? calloc(cap, sizeof *z) : NULL;
-    if (cap && !z)
+    struct cal_mergetz *m = cal_mergetz_new();
+    int ok = m != NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        for (size_t t = 0; ok && t < ev[i].ntz; t++)
+            ok = cal_mergetz_use(m, i, ev[i].tz[t].tzid, ev[i].tz[t].def, ev[i].tz[t].len) == 0;
+    if (!ok || cal_mergetz_resolve(m) < 0) {
+        cal_mergetz_free(m);
         return NULL;
-    for (size_t i = 0; i < n; i++) {
-        for (size_t t = 0; t < ev[i].ntz; t++) {
-            const struct cal_tzuse *u = &ev[i].tz[t];
-            size_t k;
-            for (k = 0; k < nz && strcmp(z[k].tzid, u->tzid) != 0; k++)
-                ;
-            if (k == nz)
-                z[nz++] = *u;
-            else if (!z[k].def)
-                z[k] = *u;
-        }
     }
-    if (nz > 1)
-        qsort(z, nz, sizeof *z, cal_tzuse_cmp);
     struct cal_buf b = {0};
     cal_add_header(&b);
-    for (size_t k = 0; k < nz; k++)
-        if (z[k].def)
-            cal_buf_add(&b, z[k].def, z[k].len);
+    cal_mergetz_add_zones(m, &b);
     for (size_t i = 0; i < n; i++)
         for (size_t c = 0; c < ev[i].ncomps; c++)
-            cal_buf_add(&b, ev[i].comps[c].text, ev[i].comps[c].len);
+            cal_mergetz_add_comp(m, i, &b, ev[i].comps[c].text, ev[i].comps[c].len);
     cal_buf_adds(&b, "END:VCALENDAR\r\n");
-    free(z);
+    cal_mergetz_free(m);
     return cal_buf_take(&b, len);
 }
 

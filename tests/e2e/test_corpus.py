@@ -245,11 +245,6 @@ def test_mailbox_merged_ics_keeps_every_event_at_its_time(tree, mbox):
         assert got[key] == start, key
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug: src/cal_resolve.c cal_render_merged() keeps one VTIMEZONE per TZID (the "
-    "first definition), so of two different 'Customized Time Zone' definitions (outlook-11, "
-    "outlook-12) the root merged.ics gives both events the first one: 'Budget call' shows at "
-    "09:00 UTC instead of 14:00 UTC"))
 def test_root_merged_ics_keeps_every_event_at_its_time(tree):
     got = starts_in(parse_alone(tree["merged.ics"]))
     wrong = {key: (got[key], start) for key, start in expected_masters(BOXES).items()
