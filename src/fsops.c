@@ -84,8 +84,6 @@ struct fsops {
 
 /* ---- options ------------------------------------------------------------ */
 
-enum { KEY_NO_EFFECT };
-
 static const struct fuse_opt fsops_opts[] = {
     {"uid=%u", offsetof(struct fsops_config, uid), 0},
     {"uid=", offsetof(struct fsops_config, set_uid), 1},
@@ -95,31 +93,23 @@ static const struct fuse_opt fsops_opts[] = {
     {"umask=", offsetof(struct fsops_config, set_umask), 1},
     /* Accepted by libfuse's high-level library, which this program used to
      * run on; its cache settings always overrode them. */
-    FUSE_OPT_KEY("kernel_cache", KEY_NO_EFFECT),
-    FUSE_OPT_KEY("auto_cache", KEY_NO_EFFECT),
-    FUSE_OPT_KEY("noauto_cache", KEY_NO_EFFECT),
-    FUSE_OPT_KEY("no_rofd_flush", KEY_NO_EFFECT),
-    FUSE_OPT_KEY("entry_timeout=", KEY_NO_EFFECT),
-    FUSE_OPT_KEY("attr_timeout=", KEY_NO_EFFECT),
-    FUSE_OPT_KEY("negative_timeout=", KEY_NO_EFFECT),
-    FUSE_OPT_KEY("ac_attr_timeout=", KEY_NO_EFFECT),
-    FUSE_OPT_KEY("noforget", KEY_NO_EFFECT),
-    FUSE_OPT_KEY("remember=", KEY_NO_EFFECT),
+    FUSE_OPT_KEY("kernel_cache", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("auto_cache", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("noauto_cache", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("no_rofd_flush", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("entry_timeout=", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("attr_timeout=", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("negative_timeout=", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("ac_attr_timeout=", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("noforget", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("remember=", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_END,
 };
-
-static int drop_opt(void *data, const char *arg, int key, struct fuse_args *outargs)
-{
-    (void)data;
-    (void)arg;
-    (void)outargs;
-    return key == KEY_NO_EFFECT ? 0 : 1;
-}
 
 int fsops_parse_args(struct fuse_args *args, struct fsops_config *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
-    if (fuse_opt_parse(args, c, fsops_opts, drop_opt) != 0) {
+    if (fuse_opt_parse(args, c, fsops_opts, NULL) != 0) {
         snprintf(err, errlen, "cannot parse the uid=, gid= or umask= option");
         return -EINVAL;
     }
@@ -483,21 +473,25 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         handle_free(f, h); /* interrupted: no RELEASE will come */
 }
 
+/*
+ * Replies straight from the bytes, under a reference of its own: once the
+ * kernel has the reply the reader may close the file, and the RELEASE (on
+ * another thread) must not free the bytes before fuse_reply_buf() returns.
+ */
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
-    const struct blob *b = fi_handle(fi)->bytes;
-    size_t n;
+    struct blob *b = blob_ref(fi_handle(fi)->bytes);
+    size_t n = 0;
 
     (void)ino;
-    if (off < 0 || (size_t)off >= b->len) {
-        fuse_reply_buf(req, NULL, 0);
-        return;
+    if (off >= 0 && (size_t)off < b->len) {
+        n = b->len - (size_t)off;
+        if (n > size)
+            n = size;
     }
-    n = b->len - (size_t)off;
-    if (n > size)
-        n = size;
-    fuse_reply_buf(req, b->data + off, n);
+    fuse_reply_buf(req, n ? b->data + off : NULL, n);
+    blob_unref(b);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
