@@ -21,7 +21,6 @@
 #include "cache.h"
 #include "cal.h"
 #include "fsops.h"
-#include <fuse_lowlevel.h>
 #include "log.h"
 #include "opts.h"
 #include "source.h"
@@ -90,7 +89,8 @@ static struct sigaction fuse_exit_handlers[NSIG];
 static void on_exit_signal(int sig)
 {
     source_interrupt_all();
-    if (fuse_exit_handlers[sig].sa_handler != SIG_DFL && fuse_exit_handlers[sig].sa_handler != SIG_IGN)
+    if (fuse_exit_handlers[sig].sa_handler != SIG_DFL &&
+        fuse_exit_handlers[sig].sa_handler != SIG_IGN)
         fuse_exit_handlers[sig].sa_handler(sig);
 }
 
@@ -114,13 +114,13 @@ static int usage_error(const char *msg)
 }
 
 /* The FUSE loop: multi-threaded unless -s. Returns the loop's result. */
-static int serve(struct fuse *fuse, const struct opts *o)
+static int serve(struct fuse_session *se, const struct opts *o)
 {
     struct fuse_loop_config *cfg;
     int rc;
 
     if (o->singlethread)
-        return fuse_loop(fuse);
+        return fuse_session_loop(se);
     if ((cfg = fuse_loop_cfg_create()) == NULL)
         return -ENOMEM;
     fuse_loop_cfg_set_max_threads(cfg, 16);
@@ -128,7 +128,7 @@ static int serve(struct fuse *fuse, const struct opts *o)
      * workers. With a limit, a worker that detaches itself while the loop
      * exits is leaked (LeakSanitizer: its struct and 32 KiB buffer), and
      * libfuse discourages it anyway (thread churn). */
-    rc = fuse_loop_mt(fuse, cfg);
+    rc = fuse_session_loop_mt(se, cfg);
     fuse_loop_cfg_destroy(cfg);
     return rc;
 }
@@ -147,7 +147,8 @@ int main(int argc, char **argv)
     struct store *store = NULL;
     struct cache *cache = NULL;
     struct fsops *fs = NULL;
-    struct fuse *fuse = NULL;
+    struct fsops_config fcfg = {0};
+    struct fuse_session *se = NULL;
     char err[512], *password = NULL;
     int rc = 1, mounted = 0, handlers = 0;
 
@@ -159,7 +160,8 @@ int main(int argc, char **argv)
     mallopt(M_ARENA_MAX, 2);
     /* libetpan writes to sockets without MSG_NOSIGNAL (notes §0.8). */
     signal(SIGPIPE, SIG_IGN);
-    if (opts_parse(&args, &o, err, sizeof err) != 0) {
+    if (opts_parse(&args, &o, err, sizeof err) != 0 ||
+        fsops_parse_args(&args, &fcfg, err, sizeof err) != 0) {
         rc = usage_error(err);
         goto out;
     }
@@ -167,7 +169,8 @@ int main(int argc, char **argv)
         opts_print_help(argv[0]);
         printf("FUSE options:\n");
         fuse_cmdline_help();
-        fuse_lib_help(&args);
+        fsops_print_help();
+        fuse_lowlevel_help();
         rc = 0;
         goto out;
     }
@@ -196,15 +199,15 @@ int main(int argc, char **argv)
         rc = usage_error(err);
         goto out;
     }
-    if ((store = store_new(src, &o, cache)) == NULL || (fs = fsops_new(store)) == NULL) {
+    if ((store = store_new(src, &o, cache)) == NULL || (fs = fsops_new(store, &fcfg)) == NULL) {
         rc = usage_error("out of memory");
         goto out;
     }
-    if ((fuse = fuse_new(&args, fsops_operations(), sizeof(struct fuse_operations), fs)) == NULL) {
+    if ((se = fsops_session_new(fs, &args)) == NULL) {
         rc = usage_error("cannot set up FUSE (see the message above)");
         goto out;
     }
-    if (fuse_mount(fuse, o.mountpoint) != 0) {
+    if (fuse_session_mount(se, o.mountpoint) != 0) {
         snprintf(err, sizeof err, "cannot mount on %s", o.mountpoint);
         rc = usage_error(err);
         goto out;
@@ -216,7 +219,7 @@ int main(int argc, char **argv)
     }
     if (!o.foreground)
         log_use_syslog();
-    if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0) {
+    if (fuse_set_signal_handlers(se) != 0) {
         log_err("cannot set signal handlers");
         goto out;
     }
@@ -225,16 +228,17 @@ int main(int argc, char **argv)
     log_info("%s mounted on %s", opts_account(&o), o.mountpoint);
     notify("READY=1");
     /* The loop returns the signal number after SIGTERM/SIGINT: a clean end. */
-    rc = serve(fuse, &o) < 0 ? 1 : 0;
+    rc = serve(se, &o) < 0 ? 1 : 0;
+    fsops_stop(fs);
     notify("STOPPING=1");
     log_info("stopping: %s on %s", opts_account(&o), o.mountpoint);
 out:
     if (handlers)
-        fuse_remove_signal_handlers(fuse_get_session(fuse));
+        fuse_remove_signal_handlers(se);
     if (mounted)
-        fuse_unmount(fuse);
-    if (fuse)
-        fuse_destroy(fuse);
+        fuse_session_unmount(se);
+    if (se)
+        fuse_session_destroy(se);
     /* The source first: its IDLE threads call into the store and fsops. */
     source_free(src);
     fsops_free(fs);

@@ -77,10 +77,6 @@ HEADER = ["fault", "worst latency", "reads", "errors", "versions", "recovery", "
           "result"]
 
 
-# fstat/read disagreements tolerated per fault run (see the check below).
-MISMATCH_LIMIT = 3
-
-
 @pytest.fixture(scope="module")
 def report(request):
     return stress.Report.get(request.config)
@@ -184,12 +180,9 @@ def check_readers(out, r, versions):
               % res["hung"][:5], "blocked")
     errors = r.errors()
     mismatch = {k: e["SIZE_MISMATCH"] for k, e in errors.items() if "SIZE_MISMATCH" in e}
-    # Known limit (see the issue 7 note): the kernel answers fstat() from the
-    # inode's attributes, shared by every open file, for up to one jiffy after
-    # the last GETATTR; a reader that opened just before a sync can see the
-    # new size. Rare (a few in thousands of reads while the mail changes);
-    # more than MISMATCH_LIMIT is a bug.
-    out.check(sum(mismatch.values()) <= MISMATCH_LIMIT,
+    # Each version of a file is its own inode: an open file's fstat() always
+    # gives the size of the bytes it reads.
+    out.check(not mismatch,
               "fstat st_size differs from the bytes read: %s" % mismatch,
               "st_size != bytes (%d)" % sum(mismatch.values()))
     other = {k: {n: c for n, c in e.items() if n != "SIZE_MISMATCH"} for k, e in errors.items()}

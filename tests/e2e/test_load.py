@@ -217,20 +217,18 @@ def test_64_readers_while_mail_arrives_and_goes(load_server, mounter, workroot, 
     if peak > RSS_BOUND_KB:
         problems.append("peak RSS %d MB above %d MB" % (peak // 1024, RSS_BOUND_KB // 1024))
     total = readers.total_reads()
-    # Known limit (issue 7 note): fstat() of a file opened just before a sync
-    # may give the new size for up to one jiffy (the kernel's attributes are
-    # per inode). Tolerated below 1% of reads (sanitized builds are slower,
-    # so the window is wider); more is a bug.
-    if mismatches > total * 0.01:
+    # Each version of a file is its own inode: an open file's fstat() gives
+    # the size of the bytes it reads, always.
+    if mismatches:
         problems.append("%d of %d reads whose fstat st_size differs from the bytes read"
                         % (mismatches, total))
     merged_versions = len(readers.hashes(m.path("merged.ics")))
     report.add(TABLE, HEADER, [
         "64 readers, %d s, ttl=1" % LOAD_SECONDS,
-        "%d reads (%.0f/s), %d appended, %d expunged, %d versions of merged.ics, "
-        "worst latency %.2f s, peak RSS %d MB" % (
-            total, total / LOAD_SECONDS, mut.appended, len(mut.expunged), merged_versions,
-            readers.worst_latency(), peak // 1024),
+        "%d reads (%.0f/s), %d fstat/read mismatches, %d appended, %d expunged, "
+        "%d versions of merged.ics, worst latency %.2f s, peak RSS %d MB" % (
+            total, total / LOAD_SECONDS, mismatches, mut.appended, len(mut.expunged),
+            merged_versions, readers.worst_latency(), peak // 1024),
         "ok" if not problems else "FAIL: %d problems%s" % (
             len(problems), ", st_size != bytes in %d reads" % mismatches if mismatches else "")])
     assert not problems, "\n".join(problems[:20])
@@ -389,10 +387,8 @@ def test_nginx_sendfile_content_length_matches_body(load_server, mounter, nginx,
         "%d requests, %d appended, %d sizes of merged.ics" % (n, mut.appended, len(sizes)),
         "ok" if not problems else "FAIL: %d bad responses of %d (%d bodies do not parse)" % (
             len(problems), n, sum("does not parse" in p for p in problems))])
-    # A response that straddles a sync can meet the kernel's attribute race
-    # (see above): at most 1% of them.
-    assert len(problems) <= n // 100, \
-        "\n".join(problems[:20]) + "\nnginx error.log:\n" + err_log[-2000:]
+    # Every response, including those that straddle a sync.
+    assert not problems, "\n".join(problems[:20]) + "\nnginx error.log:\n" + err_log[-2000:]
     assert len(sizes) > 1, "merged.ics never changed during the loop"
     assert m.proc.poll() is None
 
