@@ -62,6 +62,7 @@ struct opts {
     int foreground;
     int debug;
     int singlethread;
+    unsigned max_threads; /* -o max_threads=N of the FUSE loop (libfuse default 10) */
     int show_help;
     int show_version;
 };

@@ -123,7 +123,7 @@ static int serve(struct fuse_session *se, const struct opts *o)
         return fuse_session_loop(se);
     if ((cfg = fuse_loop_cfg_create()) == NULL)
         return -ENOMEM;
-    fuse_loop_cfg_set_max_threads(cfg, 16);
+    fuse_loop_cfg_set_max_threads(cfg, o->max_threads);
     /* max_idle_threads stays -1: libfuse (3.14) then never destroys idle
      * workers. With a limit, a worker that detaches itself while the loop
      * exits is leaked (LeakSanitizer: its struct and 32 KiB buffer), and

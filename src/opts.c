@@ -462,6 +462,7 @@ int opts_parse(struct fuse_args *args, struct opts *o, char *err, size_t errlen)
     o->foreground = cmd.foreground;
     o->debug = cmd.debug;
     o->singlethread = cmd.singlethread;
+    o->max_threads = cmd.max_threads;
     o->show_help = cmd.show_help;
     o->show_version = cmd.show_version;
     if (o->show_help || o->show_version)
