@@ -189,8 +189,7 @@ static int on_part(void *arg, size_t i, const char *data, size_t len)
         return 0;
     c->seen[i] = 1;
     /* Kept as fetched: a remount parses it again without asking the server. */
-    if (c->writer &&
-        cache_writer_add(c->writer, pm->uid, pm->part->section, data, len) != 0)
+    if (c->writer && cache_writer_add(c->writer, pm->uid, pm->part->section, data, len) != 0)
         log_warn("%s: cannot cache UID %u part %s", c->m->display, pm->uid, pm->part->section);
     rc = mime_decode_part(data, len, pm->part->encoding, pm->part->charset, &text, &tlen, err,
                           sizeof err);
@@ -345,10 +344,29 @@ static struct msgver *reusable_msgver(const struct mbox_snap *old, uint32_t uid)
     return mv && !mv->incomplete ? mv : NULL;
 }
 
-static int collect_versions(struct store *s, struct mbox *m, const struct mbox_snap *old,
-                            const struct src_listing *l, struct mbox_snap *snap, int offline,
-                            char *err, size_t errlen)
+/*
+ * The highest UID the cache can hold anything of: a sync writes its listing
+ * before it fetches, UIDs only grow (RFC 3501 §2.3.1.1), so a message still
+ * listed that any earlier sync saw is in known. UINT32_MAX: no bound known
+ * (no listing, e.g. a damaged one: the parts may still be good).
+ */
+static uint32_t cache_bound(const struct src_listing *known, const struct src_listing *l)
 {
+    uint32_t top = 0;
+
+    if (known == NULL || known->uidvalidity != l->uidvalidity)
+        return UINT32_MAX;
+    for (size_t i = 0; i < known->count; i++)
+        top = known->msgs[i].uid > top ? known->msgs[i].uid : top;
+    return top;
+}
+
+static int collect_versions(struct store *s, struct mbox *m, const struct mbox_snap *old,
+                            const struct src_listing *l, uint32_t cached_top,
+                            struct mbox_snap *snap, int offline, char *err, size_t errlen)
+{
+    size_t ncached = 0;
+
     struct fetch_ctx fc = {.s = s, .m = m, .uidvalidity = l->uidvalidity};
     struct msgver **fresh = NULL;
     const struct src_message **fresh_msg = NULL;
@@ -400,8 +418,14 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
         fresh[nfresh] = mv;
         fresh_msg[nfresh++] = msg;
     }
-    /* New to this mount but parsed by an earlier one: no libical needed. */
-    if ((rc = store_versions_load(s, m, l->uidvalidity, fresh, nfresh)) != 0)
+    /*
+     * New to this mount but parsed by an earlier one: no libical needed.
+     * Messages past what the cache can know (fresh is in UID order) are not
+     * looked for: an incremental sync then reads no pack at all.
+     */
+    while (ncached < nfresh && fresh[ncached]->uid <= cached_top)
+        ncached++;
+    if ((rc = store_versions_load(s, m, l->uidvalidity, fresh, ncached)) != 0)
         goto out;
     for (size_t i = 0; i < nfresh; i++) {
         const struct src_message *msg = fresh_msg[i];
@@ -424,7 +448,9 @@ static int collect_versions(struct store *s, struct mbox *m, const struct mbox_s
         }
     }
     fc.n = k;
-    rc = parts_from_cache(&fc, &nreqs);
+    nreqs = k;
+    if (k && fc.meta[0].uid <= cached_top)
+        rc = parts_from_cache(&fc, &nreqs);
     /* Offline, what the cache lacks is simply not shown yet. */
     if (rc == 0 && nreqs && !offline)
         rc = fetch_missing(&fc, nreqs, err, errlen);
@@ -649,7 +675,8 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
         snap->unreadable += l.msgs[i].unreadable != 0;
     for (size_t i = 0; i < l.count; i++)
         newest = l.msgs[i].internaldate > newest ? l.msgs[i].internaldate : newest;
-    if ((rc = collect_versions(s, m, old, &l, snap, offline, err, errlen)) != 0 ||
+    if ((rc = collect_versions(s, m, old, &l, cache_bound(known, &l), snap, offline, err,
+                               errlen)) != 0 ||
         (rc = render(s, m, old, snap, &changed)) != 0)
         goto out;
     for (size_t i = 0; i < snap->nmsgs; i++) {
@@ -681,8 +708,7 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
     if (changed)
         malloc_trim(0);
     /* Published, but m->sync_lock is still ours: nothing can replace it yet. */
-    if (s->cache && !offline)
-    {
+    if (s->cache && !offline) {
         cache_compact(s->cache, m->raw, snap->uidvalidity, NULL, &snap->listing);
         cache_compact(s->cache, m->raw, snap->uidvalidity, s->versions_shelf, &snap->listing);
     }
