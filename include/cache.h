@@ -41,8 +41,8 @@ struct cache_writer;
  * (the store keeps parsed versions on a shelf named after the filter).
  * NULL on error.
  */
-struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox,
-                                        uint32_t uidvalidity, const char *shelf);
+struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox, uint32_t uidvalidity,
+                                        const char *shelf);
 /* Adds one part, still transfer-encoded. 0, or a negative errno (the writer is then spent). */
 int cache_writer_add(struct cache_writer *w, uint32_t uid, const char *section, const char *data,
                      size_t len);
@@ -65,6 +65,10 @@ int cache_each_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, 
  */
 void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
                    const struct src_listing *live);
+
+/* Removes every pack on shelf (not NULL) of mailbox under uidvalidity. */
+void cache_drop_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity,
+                      const char *shelf);
 
 /* The last listing of mailbox (free with source_listing_free). 0 or -ENOENT. */
 int cache_get_listing(struct cache *c, const char *mailbox, struct src_listing *out);

@@ -53,9 +53,9 @@ static int pack_dir(const struct cache *c, const char *mailbox, uint32_t uidvali
     char mdir[4096];
     int n;
 
-    if (shelf && (shelf[0] == '\0' || strspn(shelf, "abcdefghijklmnopqrstuvwxyz"
-                                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") !=
-                                           strlen(shelf)))
+    if (shelf && (shelf[0] == '\0' ||
+                  strspn(shelf, "abcdefghijklmnopqrstuvwxyz"
+                                "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != strlen(shelf)))
         return -EINVAL;
     if (cache_mailbox_dir(c, mailbox, mdir, sizeof mdir) != 0)
         return -ENAMETOOLONG;
@@ -64,8 +64,8 @@ static int pack_dir(const struct cache *c, const char *mailbox, uint32_t uidvali
     return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
 }
 
-struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox,
-                                        uint32_t uidvalidity, const char *shelf)
+struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox, uint32_t uidvalidity,
+                                        const char *shelf)
 {
     struct cache_writer *w = calloc(1, sizeof *w);
 
@@ -410,6 +410,23 @@ void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity, c
                 unlink(path);
             }
         }
+    }
+    free_names(names, n);
+}
+
+void cache_drop_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf)
+{
+    char dir[4200], **names;
+    size_t n;
+
+    if (shelf == NULL || pack_dir(c, mailbox, uidvalidity, shelf, dir, sizeof dir) != 0)
+        return;
+    list_packs(dir, &names, &n);
+    for (size_t i = 0; i < n; i++) {
+        char path[4400];
+
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
     }
     free_names(names, n);
 }

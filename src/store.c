@@ -645,6 +645,9 @@ void store_free(struct store *s)
 {
     if (s == NULL)
         return;
+    store_root_join(s);
+    store_root_save(s);
+    free(s->root_anchor);
     store_tree_unref(s->tree);
     for (size_t i = 0; i < s->nregistry; i++)
         mbox_free(s->registry[i]);
