@@ -275,6 +275,8 @@ static int pack_read(const char *path, cache_part_fn fn, void *ctx)
 
     if (f == NULL)
         return 0; /* removed meanwhile */
+    /* Packs are megabytes, read twice: large reads, not stdio's 4 KiB. */
+    setvbuf(f, NULL, _IOFBF, 1u << 20);
     if (pack_verify(f, &len) != 0) {
         fclose(f);
         return -EINVAL;

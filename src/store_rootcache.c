@@ -23,6 +23,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "log.h"
@@ -179,7 +181,9 @@ void store_root_save(struct store *s)
 /* ---- the first read after a mount -------------------------------------- */
 
 struct saved_root {
-    char *rec; /* key, mtime, bytes */
+    unsigned char key[32];
+    int64_t mtime;
+    char *bytes; /* malloc'd, NUL after the last byte */
     size_t len;
 };
 
@@ -187,62 +191,38 @@ static int on_saved(void *arg, uint32_t uid, const char *section, const char *da
 {
     struct saved_root *r = arg;
 
-    if (uid != 1 || strcmp(section, ROOT_SECTION) != 0 || len < ROOT_HEAD || r->rec)
+    if (uid != 1 || strcmp(section, ROOT_SECTION) != 0 || len < ROOT_HEAD || r->bytes)
         return 0;
-    if ((r->rec = malloc(len + 1)) == NULL)
+    if ((r->bytes = malloc(len - ROOT_HEAD + 1)) == NULL)
         return -ENOMEM;
-    memcpy(r->rec, data, len);
-    r->rec[len] = '\0';
-    r->len = len;
+    memcpy(r->key, data, 32);
+    memcpy(&r->mtime, data + 32, sizeof r->mtime);
+    r->len = len - ROOT_HEAD;
+    memcpy(r->bytes, data + ROOT_HEAD, r->len);
+    r->bytes[r->len] = '\0';
     return 0;
 }
 
-struct list_all {
-    struct store *s;
-    struct tree *t;
-    struct src_listing *ls;
-    atomic_int failed;
-    atomic_size_t next;
-};
-
-/* Lists each mailbox the way its sync would, starting from the cached listing. */
-static void *list_worker(void *arg)
-{
-    struct list_all *a = arg;
-    size_t i;
-
-    while ((i = atomic_fetch_add(&a->next, 1)) < a->t->nmboxes && !atomic_load(&a->failed)) {
-        struct mbox *m = a->t->mboxes[i];
-        struct src_listing cached = {0};
-        char err[256];
-
-        if (cache_get_listing(a->s->cache, m->raw, &cached) != 0 ||
-            source_list_messages(a->s->src, m->raw, &cached, &a->ls[i], err, sizeof err) != 0)
-            atomic_store(&a->failed, 1);
-        source_listing_free(&cached);
-    }
-    return NULL;
-}
-
+/*
+ * Lists each mailbox the way its sync would, starting from the cached
+ * listing. One session does it: an unchanged mailbox costs one EXAMINE,
+ * less than opening another connection (TLS, LOGIN) would.
+ */
 static int list_all(struct store *s, struct tree *t, struct src_listing *ls)
 {
-    struct list_all a = {.s = s, .t = t, .ls = ls};
-    size_t nthreads = s->o->connections, started = 0;
-    pthread_t threads[16];
+    for (size_t i = 0; i < t->nmboxes; i++) {
+        struct mbox *m = t->mboxes[i];
+        struct src_listing cached = {0};
+        char err[256];
+        int rc = cache_get_listing(s->cache, m->raw, &cached);
 
-    atomic_init(&a.failed, 0);
-    atomic_init(&a.next, 0);
-    if (nthreads > t->nmboxes)
-        nthreads = t->nmboxes;
-    if (nthreads > 16)
-        nthreads = 16;
-    for (; started + 1 < nthreads; started++)
-        if (pthread_create(&threads[started], NULL, list_worker, &a) != 0)
-            break;
-    list_worker(&a);
-    for (size_t i = 0; i < started; i++)
-        pthread_join(threads[i], NULL);
-    return atomic_load(&a.failed) ? -EIO : 0;
+        if (rc == 0)
+            rc = source_list_messages(s->src, m->raw, &cached, &ls[i], err, sizeof err);
+        source_listing_free(&cached);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
 }
 
 /*
@@ -255,6 +235,8 @@ static void *hydrate_all(void *arg)
     struct store *s = arg;
     struct tree *t = s->hydrate_tree;
 
+    /* Behind the reader that is being served the saved root right now. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
     for (size_t i = 0; i < t->nmboxes; i++)
         mbox_hydrate(s, t->mboxes[i]);
     return NULL;
@@ -287,7 +269,7 @@ int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, in
     shelf_name(s, shelf, sizeof shelf);
     cache_each_part(s->cache, t->mboxes[0]->raw, anchor.uidvalidity, shelf, on_saved, &r);
     source_listing_free(&anchor);
-    if (r.rec == NULL)
+    if (r.bytes == NULL)
         return -ENOENT;
     ls = calloc(t->nmboxes, sizeof *ls);
     lp = calloc(t->nmboxes, sizeof *lp);
@@ -295,12 +277,11 @@ int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, in
         goto out;
     for (size_t i = 0; i < t->nmboxes; i++)
         lp[i] = &ls[i];
-    if (root_key(s, t, lp, key) != 0 || memcmp(key, r.rec, 32) != 0)
+    if (root_key(s, t, lp, key) != 0 || memcmp(key, r.key, 32) != 0)
         goto out;
-    memcpy(mtime, r.rec + 32, sizeof *mtime);
-    memmove(r.rec, r.rec + ROOT_HEAD, r.len - ROOT_HEAD + 1);
-    *out = blob_take(r.rec, r.len - ROOT_HEAD);
-    r.rec = NULL;
+    *mtime = r.mtime;
+    *out = blob_take(r.bytes, r.len);
+    r.bytes = NULL;
     if (*out == NULL) {
         rc = -ENOMEM;
         goto out;
@@ -323,6 +304,6 @@ out:
             source_listing_free(&ls[i]);
     free(ls);
     free(lp);
-    free(r.rec);
+    free(r.bytes);
     return rc;
 }
