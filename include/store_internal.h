@@ -45,7 +45,8 @@ struct mbox_snap {
     size_t nmsgs;
     struct snap_file *files; /* event files, by name */
     size_t nfiles;
-    struct blob *merged;
+    pthread_mutex_t merged_lock; /* merged is built on its first read */
+    struct blob *merged;         /* NULL until then; use mbox_snap_merged() */
     int64_t merged_mtime;
     int64_t dir_mtime;
     uint64_t generation; /* changes whenever the rendered content does */
@@ -146,6 +147,8 @@ int store_source_down(struct store *s, char *why, size_t whylen);
 /* store_sync.c */
 struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *err);
 void mbox_snap_unref(struct mbox_snap *snap);
+/* snap's merged.ics (a new reference), built the first time; NULL on ENOMEM. */
+struct blob *mbox_snap_merged(struct store *s, struct mbox_snap *snap);
 int store_compare_file(const void *a, const void *b);
 /* Keeps old when data holds the same bytes (frees data); sets *changed otherwise. */
 struct blob *store_reuse_or_new(const struct blob *old, char *data, size_t len, int *changed);

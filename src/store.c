@@ -458,7 +458,10 @@ static int leaf_resolve(struct store *s, struct tree *t, const struct dirnode *d
         if (snap == NULL)
             return err;
         if (strcmp(leaf, NAME_MERGED) == 0 && !vdir) {
-            b = blob_ref(snap->merged);
+            if ((b = mbox_snap_merged(s, snap)) == NULL) {
+                mbox_snap_unref(snap);
+                return -ENOMEM;
+            }
             mtime = snap->merged_mtime;
         } else {
             struct snap_file key = {.name = (char *)leaf}, *f = NULL;

@@ -58,6 +58,7 @@ static void snap_free(struct mbox_snap *snap)
     }
     free(snap->files);
     blob_unref(snap->merged);
+    pthread_mutex_destroy(&snap->merged_lock);
     source_listing_free(&snap->listing);
     free(snap);
 }
@@ -150,8 +151,12 @@ void store_notify(struct store *s, const char *dir, const char *name)
 }
 
 /*
- * Renders snap's event files and merged.ics from its versions. *changed
- * says whether anything differs from old; the changed paths are reported.
+ * Renders snap's event files from its versions. *changed says whether
+ * anything differs from old; the changed paths are reported. merged.ics is
+ * made of the event files' contents (their components and VTIMEZONEs), so
+ * it changed exactly when one of them did: otherwise old's is shared, and
+ * it is built on its first read (mbox_snap_merged), not here, since most
+ * reads are of the root's merged.ics or of single event files.
  */
 static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
                   struct mbox_snap *snap, int quiet, int *changed)
@@ -164,7 +169,7 @@ static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
         return -ENOMEM;
     for (size_t i = 0; i < snap->nmsgs; i++)
         vs[i] = snap->msgs[i]->v;
-    rc = cal_resolve(vs, snap->nmsgs, &s->o->filter, CAL_WANT_EVENTS | CAL_WANT_MERGED, &res);
+    rc = cal_resolve(vs, snap->nmsgs, &s->o->filter, CAL_WANT_EVENTS, &res);
     free(vs);
     if (rc != 0)
         return rc;
@@ -207,24 +212,48 @@ static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
             *changed = 1;
             store_notify(s, m->path, old->files[i].name);
         }
-    snap->merged_mtime = res.merged_mtime;
-    {
-        int merged_changed = 0;
+    for (size_t i = 0; i < snap->nfiles; i++)
+        if (i == 0 || snap->files[i].mtime > snap->merged_mtime)
+            snap->merged_mtime = snap->files[i].mtime;
+    if (old == NULL || *changed || old->nfiles != snap->nfiles) {
+        *changed = 1;
+        if (!quiet)
+            store_notify(s, m->path, NAME_MERGED);
+    } else {
+        /* Readers of old may be building it right now. */
+        pthread_mutex_t *lock = (pthread_mutex_t *)&old->merged_lock;
 
-        snap->merged = store_reuse_or_new(old ? old->merged : NULL, res.merged, res.merged_len,
-                                          &merged_changed);
-        if (merged_changed) {
-            *changed = 1;
-            if (!quiet)
-                store_notify(s, m->path, NAME_MERGED);
-        }
+        pthread_mutex_lock(lock);
+        if (old->merged)
+            snap->merged = blob_ref(old->merged);
+        pthread_mutex_unlock(lock);
     }
-    res.merged = NULL;
-    if (snap->merged == NULL)
-        rc = -ENOMEM;
 out:
     cal_result_free(&res);
     return rc;
+}
+
+struct blob *mbox_snap_merged(struct store *s, struct mbox_snap *snap)
+{
+    struct cal_versions **vs;
+    struct cal_result res = {0};
+    struct blob *b = NULL;
+
+    pthread_mutex_lock(&snap->merged_lock);
+    if (snap->merged == NULL && (vs = calloc(snap->nmsgs ? snap->nmsgs : 1, sizeof *vs)) != NULL) {
+        for (size_t i = 0; i < snap->nmsgs; i++)
+            vs[i] = snap->msgs[i]->v;
+        if (cal_resolve(vs, snap->nmsgs, &s->o->filter, CAL_WANT_MERGED, &res) == 0) {
+            snap->merged = blob_take(res.merged, res.merged_len);
+            res.merged = NULL;
+        }
+        cal_result_free(&res);
+        free(vs);
+    }
+    if (snap->merged)
+        b = blob_ref(snap->merged);
+    pthread_mutex_unlock(&snap->merged_lock);
+    return b;
 }
 
 static int64_t wall_now(void)
@@ -305,6 +334,7 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, int quiet, ch
         goto out;
     }
     atomic_init(&snap->refs, 1);
+    pthread_mutex_init(&snap->merged_lock, NULL);
     snap->uidvalidity = l.uidvalidity;
     snap->messages = (unsigned)l.count;
     for (size_t i = 0; i < l.count; i++)
