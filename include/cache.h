@@ -66,6 +66,15 @@ int cache_each_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, 
 void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
                    const struct src_listing *live);
 
+/*
+ * The one record of the newest pack on shelf (not NULL) of mailbox under
+ * uidvalidity, for shelves that hold a single big record: its data is
+ * malloc'd into *data (NUL after the last byte), read and checked in one
+ * go. 0, -ENOENT (also for a damaged pack, then removed) or -ENOMEM.
+ */
+int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
+                      uint32_t *uid, char **data, size_t *len);
+
 /* Removes every pack on shelf (not NULL) of mailbox under uidvalidity. */
 void cache_drop_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity,
                       const char *shelf);

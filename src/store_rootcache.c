@@ -16,7 +16,7 @@
  *
  * The record is one pack on a shelf of its own ("r-" + the versions
  * shelf's hash) under the first mailbox's UIDVALIDITY directory, replaced
- * whole each time.
+ * whole each time: the bytes, then the key and the mtime.
  */
 #include <errno.h>
 #include <openssl/evp.h>
@@ -32,7 +32,7 @@
 #include "store_internal.h"
 
 #define ROOT_SECTION "0"   /* sections are digits and dots */
-#define ROOT_HEAD (32 + 8) /* key, mtime */
+#define ROOT_TAIL (32 + 8) /* after the bytes: key, mtime (the bytes stay in place) */
 
 static void put(EVP_MD_CTX *x, const void *p, size_t n)
 {
@@ -157,12 +157,12 @@ void store_root_save(struct store *s)
 
     if (s->cache == NULL || !s->root_key_ok || s->root_saved || s->root_merged == NULL)
         return;
-    len = ROOT_HEAD + s->root_merged->len;
+    len = s->root_merged->len + ROOT_TAIL;
     if ((rec = malloc(len)) == NULL)
         return;
-    memcpy(rec, s->root_key, 32);
-    memcpy(rec + 32, &s->root_mtime, 8);
-    memcpy(rec + ROOT_HEAD, s->root_merged->data, s->root_merged->len);
+    memcpy(rec, s->root_merged->data, s->root_merged->len);
+    memcpy(rec + s->root_merged->len, s->root_key, 32);
+    memcpy(rec + s->root_merged->len + 32, &s->root_mtime, 8);
     shelf_name(s, shelf, sizeof shelf);
     /* The old record goes first: a crash in between leaves none, never a wrong one. */
     cache_drop_shelf(s->cache, s->root_anchor, s->root_anchor_uv, shelf);
@@ -179,29 +179,6 @@ void store_root_save(struct store *s)
 }
 
 /* ---- the first read after a mount -------------------------------------- */
-
-struct saved_root {
-    unsigned char key[32];
-    int64_t mtime;
-    char *bytes; /* malloc'd, NUL after the last byte */
-    size_t len;
-};
-
-static int on_saved(void *arg, uint32_t uid, const char *section, const char *data, size_t len)
-{
-    struct saved_root *r = arg;
-
-    if (uid != 1 || strcmp(section, ROOT_SECTION) != 0 || len < ROOT_HEAD || r->bytes)
-        return 0;
-    if ((r->bytes = malloc(len - ROOT_HEAD + 1)) == NULL)
-        return -ENOMEM;
-    memcpy(r->key, data, 32);
-    memcpy(&r->mtime, data + 32, sizeof r->mtime);
-    r->len = len - ROOT_HEAD;
-    memcpy(r->bytes, data + ROOT_HEAD, r->len);
-    r->bytes[r->len] = '\0';
-    return 0;
-}
 
 /*
  * Lists each mailbox the way its sync would, starting from the cached
@@ -256,9 +233,10 @@ int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, in
 {
     struct src_listing anchor = {0}, *ls = NULL;
     const struct src_listing **lp = NULL;
-    struct saved_root r = {0};
     unsigned char key[32];
-    char shelf[32];
+    char shelf[32], *rec = NULL;
+    size_t len = 0;
+    uint32_t uid = 0;
     int rc = -ENOENT;
 
     if (s->cache == NULL || t->nmboxes == 0)
@@ -267,21 +245,27 @@ int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, in
     if (cache_get_listing(s->cache, t->mboxes[0]->raw, &anchor) != 0)
         return -ENOENT;
     shelf_name(s, shelf, sizeof shelf);
-    cache_each_part(s->cache, t->mboxes[0]->raw, anchor.uidvalidity, shelf, on_saved, &r);
+    rc =
+        cache_take_single(s->cache, t->mboxes[0]->raw, anchor.uidvalidity, shelf, &uid, &rec, &len);
     source_listing_free(&anchor);
-    if (r.bytes == NULL)
-        return -ENOENT;
+    if (rc != 0 || uid != 1 || len < ROOT_TAIL) {
+        free(rec);
+        return rc == -ENOMEM ? rc : -ENOENT;
+    }
+    rc = -ENOENT;
     ls = calloc(t->nmboxes, sizeof *ls);
     lp = calloc(t->nmboxes, sizeof *lp);
     if (ls == NULL || lp == NULL || list_all(s, t, ls) != 0)
         goto out;
     for (size_t i = 0; i < t->nmboxes; i++)
         lp[i] = &ls[i];
-    if (root_key(s, t, lp, key) != 0 || memcmp(key, r.key, 32) != 0)
+    len -= ROOT_TAIL;
+    if (root_key(s, t, lp, key) != 0 || memcmp(key, rec + len, 32) != 0)
         goto out;
-    *mtime = r.mtime;
-    *out = blob_take(r.bytes, r.len);
-    r.bytes = NULL;
+    memcpy(mtime, rec + len + 32, sizeof *mtime);
+    rec[len] = '\0';
+    *out = blob_take(rec, len);
+    rec = NULL;
     if (*out == NULL) {
         rc = -ENOMEM;
         goto out;
@@ -304,6 +288,6 @@ out:
             source_listing_free(&ls[i]);
     free(ls);
     free(lp);
-    free(r.bytes);
+    free(rec);
     return rc;
 }
