@@ -258,7 +258,7 @@ static void test_base64_every_padding_and_fallback(void)
     CHECK(decodes_to("QQ==", 4, MIME_ENC_BASE64, NULL, "A"));
     CHECK(decodes_to("QUI=", 4, MIME_ENC_BASE64, NULL, "AB"));
     CHECK(decodes_to("QUJD", 4, MIME_ENC_BASE64, NULL, "ABC"));
-    CHECK(decodes_to("QUJD\nREVG\r\nR0g=\r\n", 19, MIME_ENC_BASE64, NULL, "ABCDEFGH"));
+    CHECK(decodes_to("QUJD\nREVG\r\nR0g=\r\n", 17, MIME_ENC_BASE64, NULL, "ABCDEFGH"));
     CHECK(decodes_to("QUJD\r\n4piV\r\n", 12, MIME_ENC_BASE64, "utf-8", "ABC\xe2\x98\x95"));
     /* Not strict: libetpan decides, as it always did (missing padding,
      * bits left over). */
