@@ -91,7 +91,7 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
     size_t nvs = 0;
     uint64_t key = t->nmboxes;
     unsigned char rkey[32];
-    int rc = 0, have_key = 0;
+    int rc = 0, have_key = 0, generation_same;
 
     if (snaps == NULL || errs == NULL) {
         free(snaps);
@@ -130,11 +130,15 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
         key = mix(mix(key, store_ino(t->mboxes[i]->path)), snaps[i]->generation);
         nvs += snaps[i]->nmsgs;
     }
-    have_key = store_root_key(s, t, snaps, rkey) == 0;
     pthread_mutex_lock(&s->lock);
-    if (s->root_merged &&
-        (s->root_generation == key ||
-         (have_key && s->root_key_ok && memcmp(s->root_key, rkey, sizeof rkey) == 0))) {
+    generation_same = s->root_merged && s->root_generation == key;
+    pthread_mutex_unlock(&s->lock);
+    /* Every read lands here: the listings are hashed only when something may have changed. */
+    if (!generation_same)
+        have_key = store_root_key(s, t, snaps, rkey) == 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->root_merged && (generation_same || (have_key && s->root_key_ok &&
+                                               memcmp(s->root_key, rkey, sizeof rkey) == 0))) {
         /* Same generations, or the same listings (the root came from the cache). */
         s->root_generation = key;
         *out = blob_ref(s->root_merged);

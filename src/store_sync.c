@@ -342,8 +342,20 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, int quiet, ch
     for (size_t i = 0; i < l.count; i++)
         newest = l.msgs[i].internaldate > newest ? l.msgs[i].internaldate : newest;
     if ((rc = collect_versions(s, m, old, &l, cache_bound(known, &l), snap, offline, err,
-                               errlen)) != 0 ||
-        (rc = render(s, m, old, snap, quiet, &changed)) != 0)
+                               errlen)) != 0)
+        goto out;
+    /*
+     * A quiet (hydrating) snapshot stands in for the last mount's, which
+     * readers may be served while the first online sync runs: it must be
+     * whole. With parts missing from the cache, the first sync starts from
+     * nothing instead, as it did before.
+     */
+    for (size_t i = 0; quiet && i < snap->nmsgs; i++)
+        if (snap->msgs[i]->incomplete) {
+            rc = -EAGAIN;
+            goto out;
+        }
+    if ((rc = render(s, m, old, snap, quiet, &changed)) != 0)
         goto out;
     for (size_t i = 0; i < snap->nmsgs; i++) {
         const struct cal_stats *st = &snap->msgs[i]->stats;
