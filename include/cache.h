@@ -41,8 +41,8 @@ struct cache_writer;
  * (the store keeps parsed versions on a shelf named after the filter).
  * NULL on error.
  */
-struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox,
-                                        uint32_t uidvalidity, const char *shelf);
+struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox, uint32_t uidvalidity,
+                                        const char *shelf);
 /* Adds one part, still transfer-encoded. 0, or a negative errno (the writer is then spent). */
 int cache_writer_add(struct cache_writer *w, uint32_t uid, const char *section, const char *data,
                      size_t len);
@@ -65,6 +65,19 @@ int cache_each_part(struct cache *c, const char *mailbox, uint32_t uidvalidity, 
  */
 void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
                    const struct src_listing *live);
+
+/*
+ * The one record of the newest pack on shelf (not NULL) of mailbox under
+ * uidvalidity, for shelves that hold a single big record: its data is
+ * malloc'd into *data (NUL after the last byte), read and checked in one
+ * go. 0, -ENOENT (also for a damaged pack, then removed) or -ENOMEM.
+ */
+int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
+                      uint32_t *uid, char **data, size_t *len);
+
+/* Removes every pack on shelf (not NULL) of mailbox under uidvalidity. */
+void cache_drop_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity,
+                      const char *shelf);
 
 /* The last listing of mailbox (free with source_listing_free). 0 or -ENOENT. */
 int cache_get_listing(struct cache *c, const char *mailbox, struct src_listing *out);

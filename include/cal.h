@@ -19,11 +19,13 @@
 #define CAL_PRODID "-//imapcalfs//imapcalfs 0.1//EN"
 
 /*
- * Names the format of cal_versions_save() and the way components are
- * rendered into it: change it whenever either changes, so that versions
- * saved by an older build are parsed again rather than trusted.
+ * Names the format of cal_versions_save(), the way components are chosen
+ * and rendered into it, and the way merged.ics is rendered (a saved root
+ * merged.ics is keyed by it too): change it whenever one of them changes,
+ * so that what an older build saved is made again rather than trusted.
+ * 3: VEVENTs without a valid DTSTART left out; a TZID defined twice renamed.
  */
-#define CAL_SAVE_FORMAT "2"
+#define CAL_SAVE_FORMAT "3"
 
 /* Largest calendar part handed to libical, and deepest BEGIN nesting. */
 #define CAL_MAX_PART_BYTES (16u << 20)

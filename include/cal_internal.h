@@ -101,6 +101,14 @@ struct cal_versions {
     const char **vtz; /* VTIMEZONE texts (folded CRLF) of this message, interned */
     size_t *vtz_len;
     size_t nvtz, capvtz;
+    struct cal_part_digest *parsed; /* parts that parsed, to skip the same bytes again */
+    size_t nparsed;
+};
+
+/* SHA-256 of a decoded part that cal_versions_add_part() parsed whole. */
+struct cal_part_digest {
+    size_t len;
+    unsigned char sha[32];
 };
 
 /* cal_intern.c: shared copies of texts many messages carry (VTIMEZONEs). */

@@ -1,8 +1,9 @@
 /*
  * store_internal.h — what the files of the store share: store.c (tree,
  * path lookup, FUSE-facing calls), store_sync.c (syncing one mailbox),
- * store_root.c (the root's merged calendar) and store_status.c (.status,
- * .refresh).
+ * store_collect.c (its messages' versions: kept, cached or fetched),
+ * store_root.c (the root's merged calendar), store_rootcache.c (that
+ * calendar saved across mounts) and store_status.c (.status, .refresh).
  * Not for other modules: they use store.h.
  */
 #ifndef IMAPCALFS_STORE_INTERNAL_H
@@ -44,13 +45,15 @@ struct mbox_snap {
     size_t nmsgs;
     struct snap_file *files; /* event files, by name */
     size_t nfiles;
-    struct blob *merged;
+    pthread_mutex_t merged_lock; /* merged is built on its first read */
+    struct blob *merged;         /* NULL until then; use mbox_snap_merged() */
     int64_t merged_mtime;
     int64_t dir_mtime;
     uint64_t generation; /* changes whenever the rendered content does */
     unsigned messages;   /* in the mailbox, with or without calendar data */
     unsigned unreadable; /* messages whose structure could not be read */
     struct cal_stats stats;
+    int complete; /* synced online with every part: it follows from its listing alone */
 };
 
 struct mbox {
@@ -107,11 +110,22 @@ struct store {
     struct blob *root_merged;
     int64_t root_mtime;
     uint64_t root_generation; /* sum of the generations it was built from */
+    /* store_rootcache.c: what the root merged.ics follows from, to save it at the end */
+    unsigned char root_key[32];
+    int root_key_ok;         /* root_key names root_merged */
+    int root_saved;          /* the cache holds it already */
+    char *root_anchor;       /* the first mailbox: the record is kept in its directory */
+    uint32_t root_anchor_uv; /* and under its UIDVALIDITY */
+    int root_from_cache;     /* root_merged is the saved one, as of root_cached_at */
+    struct timespec root_cached_at;
+    pthread_t hydrator; /* makes the snapshots the saved root did not need */
+    int hydrating;      /* hydrator is to be joined */
+    struct tree *hydrate_tree;
 
     atomic_uint_fast64_t next_generation;
-    int64_t mounted_at;  /* mtime of what has no mail behind it yet */
+    int64_t mounted_at;      /* mtime of what has no mail behind it yet */
     char versions_shelf[24]; /* cache shelf of parsed versions, named after the filter */
-    atomic_int nwatched; /* IDLE watchers started (-o idle), at most STORE_MAX_WATCHES */
+    atomic_int nwatched;     /* IDLE watchers started (-o idle), at most STORE_MAX_WATCHES */
 };
 
 /* Sessions kept idling for push updates at most (each is a connection). */
@@ -133,11 +147,28 @@ int store_source_down(struct store *s, char *why, size_t whylen);
 /* store_sync.c */
 struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *err);
 void mbox_snap_unref(struct mbox_snap *snap);
+/* snap's merged.ics (a new reference), built the first time; NULL on ENOMEM. */
+struct blob *mbox_snap_merged(struct store *s, struct mbox_snap *snap);
 int store_compare_file(const void *a, const void *b);
 /* Keeps old when data holds the same bytes (frees data); sets *changed otherwise. */
 struct blob *store_reuse_or_new(const struct blob *old, char *data, size_t len, int *changed);
 /* Reports dir/name (or dir itself when name is NULL) to the change callback. */
 void store_notify(struct store *s, const char *dir, const char *name);
+/* A message's versions, empty, with one reference; NULL on ENOMEM. */
+struct msgver *msgver_new(uint32_t uid, int64_t internaldate, const struct cal_origin *o);
+
+/*
+ * store_collect.c: fills snap->msgs for listing l. Known messages are shared
+ * with old, the rest come from the cache or (unless offline) the source.
+ * cached_top: cache_bound() of the listing the last sync wrote.
+ */
+uint32_t cache_bound(const struct src_listing *known, const struct src_listing *l);
+int collect_versions(struct store *s, struct mbox *m, const struct mbox_snap *old,
+                     const struct src_listing *l, uint32_t cached_top, struct mbox_snap *snap,
+                     int offline, char *err, size_t errlen);
+
+/* A snapshot of m from the disk cache only, quietly, when m has none yet. */
+void mbox_hydrate(struct store *s, struct mbox *m);
 struct mbox *mbox_new(const char *raw, const char *display, const char *path);
 void mbox_free(struct mbox *m);
 
@@ -145,6 +176,25 @@ void mbox_free(struct mbox *m);
 int store_root_merged(struct store *s, struct tree *t, int force, struct blob **out,
                       int64_t *mtime);
 struct blob *store_empty_calendar(void);
+
+/*
+ * store_rootcache.c: the root merged.ics saved across mounts.
+ * store_root_key: the key of what complete snapshots (one per mailbox of t)
+ * make; -ENOENT when one is not complete. store_root_keep: root_merged is
+ * now what key names (under s->lock). store_root_from_cache: on the first
+ * read, the saved bytes when every mailbox's listing still gives their key
+ * (lists each mailbox; the snapshots are left for their next access);
+ * -ENOENT otherwise. store_root_save: at the end, saves root_merged when
+ * the cache does not hold it yet.
+ */
+int store_root_key(struct store *s, struct tree *t, struct mbox_snap **snaps,
+                   unsigned char key[32]);
+void store_root_keep(struct store *s, struct tree *t, const unsigned char key[32],
+                     uint32_t anchor_uv, int saved);
+int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, int64_t *mtime);
+void store_root_save(struct store *s);
+/* Joins the thread that store_root_from_cache() started, if any. */
+void store_root_join(struct store *s);
 
 /* store_versions.c: parsed versions in the cache (a remount parses nothing again) */
 void store_versions_shelf(const struct opts *o, char *out, size_t outlen);

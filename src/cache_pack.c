@@ -53,9 +53,9 @@ static int pack_dir(const struct cache *c, const char *mailbox, uint32_t uidvali
     char mdir[4096];
     int n;
 
-    if (shelf && (shelf[0] == '\0' || strspn(shelf, "abcdefghijklmnopqrstuvwxyz"
-                                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") !=
-                                           strlen(shelf)))
+    if (shelf && (shelf[0] == '\0' ||
+                  strspn(shelf, "abcdefghijklmnopqrstuvwxyz"
+                                "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != strlen(shelf)))
         return -EINVAL;
     if (cache_mailbox_dir(c, mailbox, mdir, sizeof mdir) != 0)
         return -ENAMETOOLONG;
@@ -64,8 +64,8 @@ static int pack_dir(const struct cache *c, const char *mailbox, uint32_t uidvali
     return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
 }
 
-struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox,
-                                        uint32_t uidvalidity, const char *shelf)
+struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox, uint32_t uidvalidity,
+                                        const char *shelf)
 {
     struct cache_writer *w = calloc(1, sizeof *w);
 
@@ -275,6 +275,8 @@ static int pack_read(const char *path, cache_part_fn fn, void *ctx)
 
     if (f == NULL)
         return 0; /* removed meanwhile */
+    /* Packs are megabytes, read twice: large reads, not stdio's 4 KiB. */
+    setvbuf(f, NULL, _IOFBF, 1u << 20);
     if (pack_verify(f, &len) != 0) {
         fclose(f);
         return -EINVAL;
@@ -412,4 +414,85 @@ void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity, c
         }
     }
     free_names(names, n);
+}
+
+void cache_drop_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf)
+{
+    char dir[4200], **names;
+    size_t n;
+
+    if (shelf == NULL || pack_dir(c, mailbox, uidvalidity, shelf, dir, sizeof dir) != 0)
+        return;
+    list_packs(dir, &names, &n);
+    for (size_t i = 0; i < n; i++) {
+        char path[4400];
+
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    free_names(names, n);
+}
+
+int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
+                      uint32_t *uid, char **data, size_t *len)
+{
+    char dir[4200], path[4400], **names, *buf = NULL;
+    unsigned char sum[32];
+    unsigned int n = 32;
+    size_t count, got = 0;
+    uint64_t plen, dlen;
+    uint16_t slen;
+    struct stat st;
+    int fd = -1;
+
+    *data = NULL;
+    if (shelf == NULL || pack_dir(c, mailbox, uidvalidity, shelf, dir, sizeof dir) != 0)
+        return -ENOENT;
+    list_packs(dir, &names, &count);
+    if (count > 1)
+        qsort(names, count, sizeof *names, compare_name);
+    if (count)
+        snprintf(path, sizeof path, "%s/%s", dir, names[count - 1]);
+    free_names(names, count);
+    if (count == 0 || (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+        return -ENOENT;
+    /* One read, one checksum, no copy: the payload is megabytes. */
+    if (fstat(fd, &st) != 0 || st.st_size < CACHE_HEADER_LEN + RECORD_HEAD ||
+        (uint64_t)st.st_size > CACHE_HEADER_LEN + CACHE_ENTRY_MAX)
+        goto damaged;
+    if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            goto damaged;
+        got += (size_t)r;
+    }
+    memcpy(&plen, buf + 8, 8);
+    if (memcmp(buf, MAGIC_PACK, 8) != 0 || plen != got - CACHE_HEADER_LEN ||
+        EVP_Digest(buf + CACHE_HEADER_LEN, plen, sum, &n, EVP_sha256(), NULL) != 1 ||
+        memcmp(sum, buf + 16, 32) != 0)
+        goto damaged;
+    memcpy(uid, buf + CACHE_HEADER_LEN, 4);
+    memcpy(&slen, buf + CACHE_HEADER_LEN + 4, 2);
+    memcpy(&dlen, buf + CACHE_HEADER_LEN + 6, 8);
+    if (slen == 0 || slen > SECTION_MAX || plen != RECORD_HEAD + (uint64_t)slen + dlen)
+        goto damaged; /* not one record */
+    close(fd);
+    memmove(buf, buf + CACHE_HEADER_LEN + RECORD_HEAD + slen, dlen);
+    buf[dlen] = '\0';
+    *data = buf;
+    *len = dlen;
+    return 0;
+damaged:
+    close(fd);
+    free(buf);
+    log_warn("cache pack %s is damaged or not what it should be; dropped", path);
+    unlink(path);
+    return -ENOENT;
 }

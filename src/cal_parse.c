@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/evp.h>
+
 static void cal_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || !errlen)
@@ -76,6 +78,7 @@ void cal_versions_free(struct cal_versions *v)
         cal_unintern(v->vtz[i]);
     free(v->vtz);
     free(v->vtz_len);
+    free(v->parsed);
     free(v->mailbox);
     free(v->source_url);
     free(v);
@@ -589,6 +592,20 @@ int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
         return -EINVAL;
     if (!f)
         f = &none;
+    /*
+     * Google sends each invitation twice (inline text/calendar and
+     * invite.ics) with the same decoded bytes. Parsing them again would add
+     * nothing: every component has an identity already kept (below, SPEC
+     * §3), and time zones are looked up only for added components. So the
+     * same bytes are parsed once per message.
+     */
+    struct cal_part_digest d = {.len = len};
+    unsigned mdlen = 0;
+    int have_digest =
+        EVP_Digest(len ? text : "", len, d.sha, &mdlen, EVP_sha256(), NULL) == 1 && mdlen == 32;
+    for (size_t i = 0; have_digest && i < v->nparsed; i++)
+        if (v->parsed[i].len == len && memcmp(v->parsed[i].sha, d.sha, sizeof d.sha) == 0)
+            return 0;
     if (len > CAL_MAX_PART_BYTES) {
         cal_seterr(err, errlen, "calendar part of %zu bytes is over the %u-byte limit", len,
                    CAL_MAX_PART_BYTES);
@@ -643,6 +660,13 @@ int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
         stats->warnings += (unsigned)sc.unusable;
     if (replaced && stats)
         stats->warnings++;
+    if (have_digest) {
+        struct cal_part_digest *a = realloc(v->parsed, (v->nparsed + 1) * sizeof *a);
+        if (a) {
+            v->parsed = a;
+            a[v->nparsed++] = d;
+        }
+    }
     return sc.added;
 bad:
     if (stats)

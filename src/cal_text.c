@@ -62,6 +62,12 @@ char *cal_buf_take(struct cal_buf *b, size_t *len)
         return NULL;
     b->p[b->len] = '\0';
     char *p = b->p;
+    /* Kept for the life of a snapshot: not the doubled capacity (up to 2x). */
+    if (b->cap - b->len > 64 + b->len / 16) {
+        char *fit = realloc(p, b->len + 1);
+        if (fit)
+            p = fit;
+    }
     if (len)
         *len = b->len;
     b->p = NULL;

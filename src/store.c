@@ -458,7 +458,10 @@ static int leaf_resolve(struct store *s, struct tree *t, const struct dirnode *d
         if (snap == NULL)
             return err;
         if (strcmp(leaf, NAME_MERGED) == 0 && !vdir) {
-            b = blob_ref(snap->merged);
+            if ((b = mbox_snap_merged(s, snap)) == NULL) {
+                mbox_snap_unref(snap);
+                return -ENOMEM;
+            }
             mtime = snap->merged_mtime;
         } else {
             struct snap_file key = {.name = (char *)leaf}, *f = NULL;
@@ -645,6 +648,9 @@ void store_free(struct store *s)
 {
     if (s == NULL)
         return;
+    store_root_join(s);
+    store_root_save(s);
+    free(s->root_anchor);
     store_tree_unref(s->tree);
     for (size_t i = 0; i < s->nregistry; i++)
         mbox_free(s->registry[i]);

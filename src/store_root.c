@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "names.h"
 #include "opts.h"
@@ -89,7 +90,8 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
     struct cal_result res = {0};
     size_t nvs = 0;
     uint64_t key = t->nmboxes;
-    int rc = 0;
+    unsigned char rkey[32];
+    int rc = 0, have_key = 0, generation_same;
 
     if (snaps == NULL || errs == NULL) {
         free(snaps);
@@ -97,6 +99,28 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
         return -ENOMEM;
     }
     pthread_mutex_lock(&s->root_sync_lock);
+    /* The first read after a mount: what the last mount saved, if nothing changed. */
+    if (!force && s->root_merged == NULL && store_root_from_cache(s, t, out, mtime) == 0) {
+        pthread_mutex_lock(&s->lock);
+        s->root_merged = blob_ref(*out);
+        s->root_mtime = *mtime;
+        s->root_generation = 0; /* no snapshot yet: the next read syncs them */
+        s->root_from_cache = 1;
+        clock_gettime(CLOCK_MONOTONIC, &s->root_cached_at);
+        pthread_mutex_unlock(&s->lock);
+        goto out;
+    }
+    /* Until ttl passes, the saved root stands for the listings it was checked against. */
+    pthread_mutex_lock(&s->lock);
+    if (!force && s->root_from_cache && s->root_merged &&
+        store_is_fresh(s, &s->root_cached_at, 1)) {
+        *out = blob_ref(s->root_merged);
+        *mtime = s->root_mtime;
+        pthread_mutex_unlock(&s->lock);
+        goto out;
+    }
+    s->root_from_cache = 0;
+    pthread_mutex_unlock(&s->lock);
     sync_all(s, t, force, snaps, errs);
     for (size_t i = 0; i < t->nmboxes; i++) {
         if (snaps[i] == NULL) {
@@ -107,7 +131,16 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
         nvs += snaps[i]->nmsgs;
     }
     pthread_mutex_lock(&s->lock);
-    if (s->root_merged && s->root_generation == key) {
+    generation_same = s->root_merged && s->root_generation == key;
+    pthread_mutex_unlock(&s->lock);
+    /* Every read lands here: the listings are hashed only when something may have changed. */
+    if (!generation_same)
+        have_key = store_root_key(s, t, snaps, rkey) == 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->root_merged && (generation_same || (have_key && s->root_key_ok &&
+                                               memcmp(s->root_key, rkey, sizeof rkey) == 0))) {
+        /* Same generations, or the same listings (the root came from the cache). */
+        s->root_generation = key;
         *out = blob_ref(s->root_merged);
         *mtime = s->root_mtime;
         pthread_mutex_unlock(&s->lock);
@@ -139,6 +172,10 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
         s->root_merged = b;
         s->root_mtime = res.merged_mtime;
         s->root_generation = key;
+        if (have_key)
+            store_root_keep(s, t, rkey, snaps[0]->uidvalidity, 0);
+        else
+            s->root_key_ok = 0;
         *out = blob_ref(b);
         *mtime = s->root_mtime;
     }

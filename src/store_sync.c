@@ -16,7 +16,6 @@
 
 #include "cache.h"
 #include "log.h"
-#include "mime.h"
 #include "names.h"
 #include "opts.h"
 #include "source.h"
@@ -24,7 +23,7 @@
 
 /* ---- reference counting ---------------------------------------------- */
 
-static struct msgver *msgver_new(uint32_t uid, int64_t internaldate, const struct cal_origin *o)
+struct msgver *msgver_new(uint32_t uid, int64_t internaldate, const struct cal_origin *o)
 {
     struct msgver *mv = calloc(1, sizeof *mv);
 
@@ -59,6 +58,7 @@ static void snap_free(struct mbox_snap *snap)
     }
     free(snap->files);
     blob_unref(snap->merged);
+    pthread_mutex_destroy(&snap->merged_lock);
     source_listing_free(&snap->listing);
     free(snap);
 }
@@ -110,346 +110,6 @@ void mbox_free(struct mbox *m)
     free(m);
 }
 
-/* ---- the source URL of RFC 5092 ---------------------------------------- */
-
-/* Appends s percent-encoded (RFC 3986: everything but unreserved and a few). */
-static void url_append(char *out, size_t outlen, const char *s, const char *keep)
-{
-    size_t n = strlen(out);
-
-    for (; *s && n + 4 < outlen; s++) {
-        unsigned char ch = (unsigned char)*s;
-
-        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-            strchr("-._~", ch) || (keep && strchr(keep, ch)))
-            out[n++] = (char)ch;
-        else
-            n += (size_t)snprintf(out + n, outlen - n, "%%%02X", ch);
-    }
-    out[n] = '\0';
-}
-
-/* imap://user@host:port/Mailbox;UIDVALIDITY=v/;UID=u (RFC 5092 §6). */
-static void source_url(const struct opts *o, const struct mbox *m, uint32_t uidvalidity,
-                       uint32_t uid, char *out, size_t outlen)
-{
-    char tail[64];
-
-    if (o->kind == OPTS_SRC_MAILDIR) {
-        snprintf(out, outlen, "file://");
-        url_append(out, outlen, o->maildir, "/");
-        strncat(out, "#", outlen - strlen(out) - 1);
-        url_append(out, outlen, m->display, "/");
-    } else {
-        snprintf(out, outlen, "imap://");
-        url_append(out, outlen, o->user, NULL);
-        strncat(out, "@", outlen - strlen(out) - 1);
-        url_append(out, outlen, o->host, ":[]");
-        snprintf(tail, sizeof tail, ":%u/", o->port);
-        strncat(out, tail, outlen - strlen(out) - 1);
-        url_append(out, outlen, m->display, "/");
-    }
-    snprintf(tail, sizeof tail, ";UIDVALIDITY=%u/;UID=%u", uidvalidity, uid);
-    strncat(out, tail, outlen - strlen(out) - 1);
-}
-
-/* ---- fetching and parsing the parts of new messages ------------------ */
-
-/* base64 of CAL_MAX_PART_BYTES, with room for line breaks. */
-#define PART_MAX_ENCODED ((uint32_t)(CAL_MAX_PART_BYTES / 3 * 4 + CAL_MAX_PART_BYTES / 38 + 4096))
-
-struct part_meta {
-    struct msgver *mv;
-    const struct mime_part *part;
-    uint32_t uid;
-};
-
-struct fetch_ctx {
-    struct store *s;
-    struct mbox *m;
-    uint32_t uidvalidity;
-    struct cache_writer *writer; /* parts handed to on_part now come from the source */
-    struct part_meta *meta;
-    struct src_part_req *reqs;
-    size_t n;
-    unsigned char *seen; /* a part reported twice (after a reconnect) is parsed once */
-};
-
-/* Decodes one fetched part and parses it into its message's versions. */
-static int on_part(void *arg, size_t i, const char *data, size_t len)
-{
-    struct fetch_ctx *c = arg;
-    struct part_meta *pm = &c->meta[i];
-    struct cal_stats *st = &pm->mv->stats;
-    char err[256], *text = NULL;
-    size_t tlen = 0;
-    int rc;
-
-    if (c->seen[i])
-        return 0;
-    c->seen[i] = 1;
-    /* Kept as fetched: a remount parses it again without asking the server. */
-    if (c->writer &&
-        cache_writer_add(c->writer, pm->uid, pm->part->section, data, len) != 0)
-        log_warn("%s: cannot cache UID %u part %s", c->m->display, pm->uid, pm->part->section);
-    rc = mime_decode_part(data, len, pm->part->encoding, pm->part->charset, &text, &tlen, err,
-                          sizeof err);
-    if (rc == -ENOMEM)
-        return rc;
-    if (rc != 0) {
-        st->parts++;
-        st->parts_bad++;
-        log_warn("%s: UID %u part %s skipped: %s", c->m->display, pm->uid, pm->part->section, err);
-        return 0;
-    }
-    rc = cal_versions_add_part(pm->mv->v, text, tlen, &c->s->o->filter, st, err, sizeof err);
-    free(text);
-    if (rc == -ENOMEM)
-        return rc;
-    if (rc < 0)
-        log_warn("%s: UID %u part %s skipped: %s", c->m->display, pm->uid, pm->part->section, err);
-    return 0;
-}
-
-/* Requests ordered by (uid, section), to match what the cache holds. */
-static int compare_req(const void *a, const void *b, void *arg)
-{
-    const struct fetch_ctx *fc = arg;
-    const struct part_meta *x = &fc->meta[*(const size_t *)a], *y = &fc->meta[*(const size_t *)b];
-
-    if (x->uid != y->uid)
-        return x->uid < y->uid ? -1 : 1;
-    return strcmp(x->part->section, y->part->section);
-}
-
-struct cache_view {
-    struct fetch_ctx *fc;
-    size_t *order; /* request indices sorted by compare_req */
-};
-
-/* A cached part: if a request wants it, it is parsed like a fetched one. */
-static int on_cached_part(void *arg, uint32_t uid, const char *section, const char *data,
-                          size_t len)
-{
-    struct cache_view *v = arg;
-    size_t lo = 0, hi = v->fc->n;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const struct part_meta *pm = &v->fc->meta[v->order[mid]];
-        int c = pm->uid != uid ? (pm->uid < uid ? -1 : 1) : strcmp(pm->part->section, section);
-
-        if (c == 0)
-            return on_part(v->fc, v->order[mid], data, len);
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return 0; /* an expunged message's part, or one no longer wanted */
-}
-
-/*
- * Serves what it can from the disk cache (one pass over its packs).
- * Requests it served are marked seen; *missing counts the rest.
- */
-static int parts_from_cache(struct fetch_ctx *fc, size_t *missing)
-{
-    struct cache_view v = {fc, NULL};
-    int rc = 0;
-
-    *missing = fc->n;
-    if (fc->s->cache == NULL || fc->n == 0)
-        return 0;
-    if ((v.order = malloc(fc->n * sizeof *v.order)) == NULL)
-        return -ENOMEM;
-    for (size_t i = 0; i < fc->n; i++)
-        v.order[i] = i;
-    qsort_r(v.order, fc->n, sizeof *v.order, compare_req, fc);
-    rc = cache_each_part(fc->s->cache, fc->m->raw, fc->uidvalidity, NULL, on_cached_part, &v);
-    free(v.order);
-    *missing = 0;
-    for (size_t i = 0; i < fc->n; i++)
-        *missing += !fc->seen[i];
-    return rc;
-}
-
-struct missing_view {
-    struct fetch_ctx *fc;
-    size_t *map; /* request index → index in fc */
-};
-
-static int on_missing_part(void *arg, size_t j, const char *data, size_t len)
-{
-    struct missing_view *v = arg;
-
-    return on_part(v->fc, v->map[j], data, len);
-}
-
-/* Fetches, in one go, the parts the cache did not have. */
-static int fetch_missing(struct fetch_ctx *fc, size_t nmissing, char *err, size_t errlen)
-{
-    struct src_part_req *reqs = calloc(nmissing, sizeof *reqs);
-    struct missing_view v = {fc, calloc(nmissing, sizeof *v.map)};
-    size_t j = 0;
-    int rc = -ENOMEM;
-
-    if (reqs && v.map) {
-        for (size_t i = 0; i < fc->n; i++)
-            if (!fc->seen[i]) {
-                reqs[j] = fc->reqs[i];
-                v.map[j++] = i;
-            }
-        /* What arrives goes to the cache as one pack (one fsync per sync). */
-        if (fc->s->cache)
-            fc->writer = cache_writer_begin(fc->s->cache, fc->m->raw, fc->uidvalidity, NULL);
-        rc = source_fetch_parts(fc->s->src, fc->m->raw, fc->uidvalidity, reqs, j, on_missing_part,
-                                &v, err, errlen);
-        /* Even after a failure the parts that did arrive are good to keep. */
-        if (fc->writer && cache_writer_commit(fc->writer) != 0)
-            log_warn("%s: cannot write fetched parts to the cache", fc->m->display);
-        fc->writer = NULL;
-    }
-    free(reqs);
-    free(v.map);
-    return rc;
-}
-
-/* Finds uid among the old snapshot's messages (sorted by uid). */
-static struct msgver *old_msgver(const struct mbox_snap *old, uint32_t uid)
-{
-    size_t lo = 0, hi = old ? old->nmsgs : 0;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (old->msgs[mid]->uid == uid)
-            return old->msgs[mid];
-        if (old->msgs[mid]->uid < uid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
-/*
- * Fills snap->msgs for the listing: known messages are shared with the old
- * snapshot, new ones get fresh versions from their fetched parts.
- */
-/* The old snapshot's versions of uid, when they are whole (else parse again). */
-static struct msgver *reusable_msgver(const struct mbox_snap *old, uint32_t uid)
-{
-    struct msgver *mv = old_msgver(old, uid);
-
-    return mv && !mv->incomplete ? mv : NULL;
-}
-
-static int collect_versions(struct store *s, struct mbox *m, const struct mbox_snap *old,
-                            const struct src_listing *l, struct mbox_snap *snap, int offline,
-                            char *err, size_t errlen)
-{
-    struct fetch_ctx fc = {.s = s, .m = m, .uidvalidity = l->uidvalidity};
-    struct msgver **fresh = NULL;
-    const struct src_message **fresh_msg = NULL;
-    size_t nparts = 0, k = 0, nreqs = 0, nfresh = 0;
-    int rc = 0;
-
-    if (old && old->uidvalidity != l->uidvalidity) {
-        log_info("%s: UIDVALIDITY changed (%u -> %u): reading it anew", m->display,
-                 old->uidvalidity, l->uidvalidity);
-        old = NULL;
-    }
-    for (size_t i = 0; i < l->count; i++)
-        if (l->msgs[i].parts.count && !reusable_msgver(old, l->msgs[i].uid))
-            nparts += l->msgs[i].parts.count;
-    snap->msgs = calloc(l->count ? l->count : 1, sizeof *snap->msgs);
-    fresh = calloc(l->count ? l->count : 1, sizeof *fresh);
-    fresh_msg = calloc(l->count ? l->count : 1, sizeof *fresh_msg);
-    fc.meta = calloc(nparts ? nparts : 1, sizeof *fc.meta);
-    fc.reqs = calloc(nparts ? nparts : 1, sizeof *fc.reqs);
-    fc.seen = calloc(nparts ? nparts : 1, 1);
-    if (!snap->msgs || !fresh || !fresh_msg || !fc.meta || !fc.reqs || !fc.seen) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    /* Messages known from the last sync keep their versions: IMAP messages never change. */
-    for (size_t i = 0; i < l->count; i++) {
-        const struct src_message *msg = &l->msgs[i];
-        struct msgver *mv;
-        char url[1024];
-        struct cal_origin origin;
-
-        if (msg->parts.count == 0)
-            continue;
-        if ((mv = reusable_msgver(old, msg->uid)) != NULL) {
-            atomic_fetch_add(&mv->refs, 1);
-            snap->msgs[snap->nmsgs++] = mv;
-            continue;
-        }
-        source_url(s->o, m, l->uidvalidity, msg->uid, url, sizeof url);
-        origin = (struct cal_origin){.mailbox = m->display,
-                                     .uid = msg->uid,
-                                     .internaldate = msg->internaldate,
-                                     .source_url = url};
-        if ((mv = msgver_new(msg->uid, msg->internaldate, &origin)) == NULL) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        snap->msgs[snap->nmsgs++] = mv;
-        fresh[nfresh] = mv;
-        fresh_msg[nfresh++] = msg;
-    }
-    /* New to this mount but parsed by an earlier one: no libical needed. */
-    if ((rc = store_versions_load(s, m, l->uidvalidity, fresh, nfresh)) != 0)
-        goto out;
-    for (size_t i = 0; i < nfresh; i++) {
-        const struct src_message *msg = fresh_msg[i];
-        struct msgver *mv = fresh[i];
-
-        if (mv->from_cache)
-            continue;
-        for (size_t p = 0; p < msg->parts.count; p++) {
-            /* Too big to be an invitation once decoded: not worth the download. */
-            if (msg->parts.parts[p].size > PART_MAX_ENCODED) {
-                log_warn("%s: UID %u part %s skipped: %u bytes", m->display, msg->uid,
-                         msg->parts.parts[p].section, msg->parts.parts[p].size);
-                mv->stats.parts++;
-                mv->stats.parts_bad++;
-                continue;
-            }
-            fc.meta[k] = (struct part_meta){mv, &msg->parts.parts[p], msg->uid};
-            fc.reqs[k] = (struct src_part_req){msg->uid, msg->parts.parts[p].section};
-            k++;
-        }
-    }
-    fc.n = k;
-    rc = parts_from_cache(&fc, &nreqs);
-    /* Offline, what the cache lacks is simply not shown yet. */
-    if (rc == 0 && nreqs && !offline)
-        rc = fetch_missing(&fc, nreqs, err, errlen);
-    /*
-     * A part the source could not deliver (unreadable answer) is skipped
-     * for now; the message stays incomplete, so the next sync asks again.
-     */
-    for (size_t i = 0; rc == 0 && !offline && i < fc.n; i++)
-        if (!fc.seen[i]) {
-            fc.meta[i].mv->stats.parts++;
-            fc.meta[i].mv->stats.parts_bad++;
-            fc.meta[i].mv->incomplete = 1;
-        }
-    /* Complete versions only: offline ones may lack parts still to come. */
-    if (rc == 0 && !offline)
-        store_versions_save(s, m, l->uidvalidity, fresh, nfresh);
-out:
-    free(fresh);
-    free(fresh_msg);
-    free(fc.meta);
-    free(fc.reqs);
-    free(fc.seen);
-    return rc;
-}
-
 /* ---- rendering -------------------------------------------------------- */
 
 int store_compare_file(const void *a, const void *b)
@@ -491,11 +151,15 @@ void store_notify(struct store *s, const char *dir, const char *name)
 }
 
 /*
- * Renders snap's event files and merged.ics from its versions. *changed
- * says whether anything differs from old; the changed paths are reported.
+ * Renders snap's event files from its versions. *changed says whether
+ * anything differs from old; the changed paths are reported. merged.ics is
+ * made of the event files' contents (their components and VTIMEZONEs), so
+ * it changed exactly when one of them did: otherwise old's is shared, and
+ * it is built on its first read (mbox_snap_merged), not here, since most
+ * reads are of the root's merged.ics or of single event files.
  */
 static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
-                  struct mbox_snap *snap, int *changed)
+                  struct mbox_snap *snap, int quiet, int *changed)
 {
     struct cal_versions **vs = calloc(snap->nmsgs ? snap->nmsgs : 1, sizeof *vs);
     struct cal_result res = {0};
@@ -505,7 +169,7 @@ static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
         return -ENOMEM;
     for (size_t i = 0; i < snap->nmsgs; i++)
         vs[i] = snap->msgs[i]->v;
-    rc = cal_resolve(vs, snap->nmsgs, &s->o->filter, CAL_WANT_EVENTS | CAL_WANT_MERGED, &res);
+    rc = cal_resolve(vs, snap->nmsgs, &s->o->filter, CAL_WANT_EVENTS, &res);
     free(vs);
     if (rc != 0)
         return rc;
@@ -540,30 +204,56 @@ static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
             continue;
         }
         *changed = 1;
-        store_notify(s, m->path, snap->files[i].name);
+        if (!quiet)
+            store_notify(s, m->path, snap->files[i].name);
     }
     for (size_t i = 0; old && i < old->nfiles; i++)
         if (!find_file(snap, old->files[i].name)) {
             *changed = 1;
             store_notify(s, m->path, old->files[i].name);
         }
-    snap->merged_mtime = res.merged_mtime;
-    {
-        int merged_changed = 0;
-
-        snap->merged = store_reuse_or_new(old ? old->merged : NULL, res.merged, res.merged_len,
-                                          &merged_changed);
-        if (merged_changed) {
-            *changed = 1;
+    for (size_t i = 0; i < snap->nfiles; i++)
+        if (i == 0 || snap->files[i].mtime > snap->merged_mtime)
+            snap->merged_mtime = snap->files[i].mtime;
+    if (old == NULL || *changed || old->nfiles != snap->nfiles) {
+        *changed = 1;
+        if (!quiet)
             store_notify(s, m->path, NAME_MERGED);
-        }
+    } else {
+        /* Readers of old may be building it right now. */
+        pthread_mutex_t *lock = (pthread_mutex_t *)&old->merged_lock;
+
+        pthread_mutex_lock(lock);
+        if (old->merged)
+            snap->merged = blob_ref(old->merged);
+        pthread_mutex_unlock(lock);
     }
-    res.merged = NULL;
-    if (snap->merged == NULL)
-        rc = -ENOMEM;
 out:
     cal_result_free(&res);
     return rc;
+}
+
+struct blob *mbox_snap_merged(struct store *s, struct mbox_snap *snap)
+{
+    struct cal_versions **vs;
+    struct cal_result res = {0};
+    struct blob *b = NULL;
+
+    pthread_mutex_lock(&snap->merged_lock);
+    if (snap->merged == NULL && (vs = calloc(snap->nmsgs ? snap->nmsgs : 1, sizeof *vs)) != NULL) {
+        for (size_t i = 0; i < snap->nmsgs; i++)
+            vs[i] = snap->msgs[i]->v;
+        if (cal_resolve(vs, snap->nmsgs, &s->o->filter, CAL_WANT_MERGED, &res) == 0) {
+            snap->merged = blob_take(res.merged, res.merged_len);
+            res.merged = NULL;
+        }
+        cal_result_free(&res);
+        free(vs);
+    }
+    if (snap->merged)
+        b = blob_ref(snap->merged);
+    pthread_mutex_unlock(&snap->merged_lock);
+    return b;
 }
 
 static int64_t wall_now(void)
@@ -608,7 +298,8 @@ static int listing_same(const struct src_listing *a, const struct src_listing *b
  * is unreachable and nothing is in memory yet, so the snapshot is made from
  * the disk cache alone (listing and parts), to be served as stale.
  */
-static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, size_t errlen)
+static int mbox_sync(struct store *s, struct mbox *m, int offline, int quiet, char *err,
+                     size_t errlen)
 {
     struct src_listing l = {0}, cached = {0};
     const struct src_listing *known = NULL;
@@ -643,14 +334,28 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
         goto out;
     }
     atomic_init(&snap->refs, 1);
+    pthread_mutex_init(&snap->merged_lock, NULL);
     snap->uidvalidity = l.uidvalidity;
     snap->messages = (unsigned)l.count;
     for (size_t i = 0; i < l.count; i++)
         snap->unreadable += l.msgs[i].unreadable != 0;
     for (size_t i = 0; i < l.count; i++)
         newest = l.msgs[i].internaldate > newest ? l.msgs[i].internaldate : newest;
-    if ((rc = collect_versions(s, m, old, &l, snap, offline, err, errlen)) != 0 ||
-        (rc = render(s, m, old, snap, &changed)) != 0)
+    if ((rc = collect_versions(s, m, old, &l, cache_bound(known, &l), snap, offline, err,
+                               errlen)) != 0)
+        goto out;
+    /*
+     * A quiet (hydrating) snapshot stands in for the last mount's, which
+     * readers may be served while the first online sync runs: it must be
+     * whole. With parts missing from the cache, the first sync starts from
+     * nothing instead, as it did before.
+     */
+    for (size_t i = 0; quiet && i < snap->nmsgs; i++)
+        if (snap->msgs[i]->incomplete) {
+            rc = -EAGAIN;
+            goto out;
+        }
+    if ((rc = render(s, m, old, snap, quiet, &changed)) != 0)
         goto out;
     for (size_t i = 0; i < snap->nmsgs; i++) {
         const struct cal_stats *st = &snap->msgs[i]->stats;
@@ -662,6 +367,9 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
     }
     if (old == NULL)
         changed = 1;
+    snap->complete = !offline;
+    for (size_t i = 0; i < snap->nmsgs; i++)
+        snap->complete = snap->complete && !snap->msgs[i]->incomplete;
     snap->listing = l; /* the snapshot owns it now */
     memset(&l, 0, sizeof l);
     snap->generation = changed ? atomic_fetch_add(&s->next_generation, 1) + 1 : old->generation;
@@ -681,8 +389,7 @@ static int mbox_sync(struct store *s, struct mbox *m, int offline, char *err, si
     if (changed)
         malloc_trim(0);
     /* Published, but m->sync_lock is still ours: nothing can replace it yet. */
-    if (s->cache && !offline)
-    {
+    if (s->cache && !offline) {
         cache_compact(s->cache, m->raw, snap->uidvalidity, NULL, &snap->listing);
         cache_compact(s->cache, m->raw, snap->uidvalidity, s->versions_shelf, &snap->listing);
     }
@@ -696,6 +403,25 @@ out:
     source_listing_free(&l);
     source_listing_free(&cached);
     return rc;
+}
+
+/*
+ * A first snapshot of m from the disk cache alone (no source, no change
+ * reported: nothing of m was served yet), unless m has one already. It is
+ * not fresh: the next access syncs it, from it.
+ */
+void mbox_hydrate(struct store *s, struct mbox *m)
+{
+    char ignored[256];
+    int have;
+
+    pthread_mutex_lock(&m->sync_lock);
+    pthread_mutex_lock(&m->lock);
+    have = m->snap != NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (!have)
+        mbox_sync(s, m, 1, 1, ignored, sizeof ignored);
+    pthread_mutex_unlock(&m->sync_lock);
 }
 
 /* The source says m may have changed: the next access syncs it. */
@@ -792,14 +518,14 @@ struct mbox_snap *mbox_get(struct store *s, struct mbox *m, int force, int *errp
         rc = -EIO;
         snprintf(err, sizeof err, "%s", down);
     } else
-        rc = mbox_sync(s, m, 0, err, sizeof err);
+        rc = mbox_sync(s, m, 0, 0, err, sizeof err);
     if (rc != 0 && rc != -ENOMEM && s->cache) {
         pthread_mutex_lock(&m->lock);
         int have = m->snap != NULL;
         pthread_mutex_unlock(&m->lock);
         char ignored[256];
 
-        if (!have && mbox_sync(s, m, 1, ignored, sizeof ignored) == 0)
+        if (!have && mbox_sync(s, m, 1, 0, ignored, sizeof ignored) == 0)
             log_info("%s: serving the disk cache while the server is unreachable", m->display);
     }
     pthread_mutex_lock(&m->lock);

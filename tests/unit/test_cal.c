@@ -151,6 +151,34 @@ static void test_duplicate_in_one_message_counts_once(void)
     cal_versions_free(m);
 }
 
+/* The same bytes twice in one message (Google: inline part and invite.ics)
+ * give what parsing them twice gives: counted, nothing added, no warning
+ * counted again; a part that failed to parse fails again. */
+static void test_identical_part_twice_same_result(void)
+{
+    const char *part =
+        "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:same@example.org\r\n"
+        "SEQUENCE:1\r\nDTSTAMP:20260101T100000Z\r\n"
+        "DTSTART;TZID=Nowhere/Unknown:20260310T100000\r\n"
+        "SUMMARY:Same\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    const char *bad = "this is not a calendar";
+    struct cal_stats st = {0};
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, part, NULL, &st);
+    char err[128];
+    CHECK(st.parts == 1 && st.versions == 1);
+    unsigned warnings = st.warnings;
+    CHECK(cal_versions_add_part(m, part, strlen(part), NULL, &st, err, sizeof err) == 0);
+    CHECK(st.parts == 2 && st.versions == 1 && st.warnings == warnings && st.parts_bad == 0);
+    CHECK(cal_versions_add_part(m, bad, strlen(bad), NULL, &st, err, sizeof err) == -EINVAL);
+    CHECK(cal_versions_add_part(m, bad, strlen(bad), NULL, &st, err, sizeof err) == -EINVAL);
+    CHECK(st.parts == 4 && st.parts_bad == 2 && cal_versions_count(m) == 1);
+    struct cal_result r;
+    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1 && tc_count(r.events[0].data, r.events[0].len, "BEGIN:VEVENT") == 1);
+    cal_result_free(&r);
+    cal_versions_free(m);
+}
+
 /* The SUMMARY the single event of r ends up with. */
 static int summary_is(const struct cal_result *r, const char *want)
 {
@@ -851,6 +879,7 @@ int main(void)
     RUN(test_two_vcalendars_in_one_part);
     RUN(test_folded_lines_crlf_and_no_final_newline);
     RUN(test_duplicate_in_one_message_counts_once);
+    RUN(test_identical_part_twice_same_result);
     RUN(test_higher_sequence_wins);
     RUN(test_dtstamp_breaks_sequence_tie);
     RUN(test_later_message_breaks_tie);

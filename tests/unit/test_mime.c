@@ -250,6 +250,23 @@ static void test_base64_and_qp_decoded(void)
     CHECK(decodes_to("77u/QQ==", 8, MIME_ENC_BASE64, "utf-8", "A"));
 }
 
+/* Well-formed base64 (decoded without libetpan) and the shapes that are
+ * left to libetpan: every padding length, LF-only lines, '=' in the middle,
+ * bits left over, too much padding. */
+static void test_base64_every_padding_and_fallback(void)
+{
+    CHECK(decodes_to("QQ==", 4, MIME_ENC_BASE64, NULL, "A"));
+    CHECK(decodes_to("QUI=", 4, MIME_ENC_BASE64, NULL, "AB"));
+    CHECK(decodes_to("QUJD", 4, MIME_ENC_BASE64, NULL, "ABC"));
+    CHECK(decodes_to("QUJD\nREVG\r\nR0g=\r\n", 17, MIME_ENC_BASE64, NULL, "ABCDEFGH"));
+    CHECK(decodes_to("QUJD\r\n4piV\r\n", 12, MIME_ENC_BASE64, "utf-8", "ABC\xe2\x98\x95"));
+    /* Not strict: libetpan decides, as it always did (missing padding,
+     * bits left over). */
+    CHECK(decodes_to("QUJ", 3, MIME_ENC_BASE64, NULL, "AB"));
+    CHECK(decodes_to("QQ", 2, MIME_ENC_BASE64, NULL, "A"));
+    CHECK(decodes_to("QR==", 4, MIME_ENC_BASE64, NULL, "A"));
+}
+
 static void test_forwarded_rfc822_sections(void)
 {
     struct mime_part_list l;
@@ -615,6 +632,7 @@ int main(void)
 {
     RUN(test_alternative_with_calendar_part);
     RUN(test_base64_and_qp_decoded);
+    RUN(test_base64_every_padding_and_fallback);
     RUN(test_forwarded_rfc822_sections);
     RUN(test_octet_stream_named_ics);
     RUN(test_no_calendar_part_finds_none);

@@ -1,0 +1,150 @@
+"""The root merged.ics saved across mounts (issue 8: a remount of an
+unchanged account reads one file instead of resolving every parsed version
+again).  What must hold: the saved bytes are served only while every
+mailbox's listing is what they were made from; mail that arrived or left
+while unmounted shows at once, and mail that arrives later shows after ttl
+as always.  Each test uses an account of its own."""
+
+import datetime
+import os
+import time
+
+import pytest
+
+from harness import calcheck, fs, mailgen, wire
+from harness.mailgen import utc
+
+USERS = ("saved", "changed", "later", "refused")
+
+
+@pytest.fixture(scope="module")
+def server(dovecot_factory):
+    return dovecot_factory.start(rawlog=True, users=USERS)
+
+
+def invitation(uid, summary, day):
+    start = datetime.datetime(2026, 6, day, 10, 0)
+    ics = mailgen.vcalendar(mailgen.vevent(uid, summary, start,
+                                           start + datetime.timedelta(hours=1),
+                                           tzid="Europe/Berlin"),
+                            timezones=[mailgen.BERLIN_VTIMEZONE])
+    body = mailgen.multipart("mixed", mailgen.text(),
+                             mailgen.calendar_part(ics, encoding="base64"))
+    return mailgen.message(body, subject=summary)
+
+
+def fill(dv, user):
+    """Two mailboxes, three events each; {uid of the event: (mailbox, message UID)}."""
+    where = {}
+    for b, box in enumerate(("Work", "Home")):
+        for i in range(3):
+            ev = "%s-%d@example.org" % (box.lower(), i)
+            where[ev] = (box, dv.add_message(box, invitation(ev, "%s %d" % (box, i), 1 + i),
+                                             internaldate=utc(2026, 5, 1 + i, 9, b), user=user))
+    return where
+
+
+def mount_as(mounter, dv, user, cache, options=()):
+    return mounter.mount(dv, source=dv.url(user=user), password=dv.passwords[user],
+                         options=["cache_dir=" + cache] + list(options))
+
+
+def saved_roots(cache):
+    """Packs on the shelf that holds the saved root merged.ics."""
+    return [os.path.join(d, n) for d, _, names in os.walk(cache) for n in names
+            if os.path.basename(d).startswith("r-") and n.startswith("pack-")]
+
+
+def body_peeks_since(dv, user, since):
+    raw = wire.Rawlog(dv, user)
+    wire.wait_closed(dv, raw.sessions(since), user=user)
+    return wire.body_peeks([c for s in raw.sessions(since) for c in s.commands])
+
+
+def test_remount_of_unchanged_account_serves_the_same_root_and_tree(server, mounter, workroot):
+    dv, user = server, "saved"
+    fill(dv, user)
+    cache = os.path.join(workroot, "saved-cache")
+    first = mount_as(mounter, dv, user, cache)
+    tree1 = calcheck.read_tree(first.mountpoint)
+    assert first.stop() == 0, first.stderr()
+    [saved] = saved_roots(cache)
+    since = wire.Rawlog(dv, user).mark()
+    second = mount_as(mounter, dv, user, cache)
+    assert fs.cat(second.path("merged.ics")) == tree1["merged.ics"]
+    # The mailboxes' own files come from their snapshots, as before.
+    assert calcheck.read_tree(second.mountpoint) == tree1
+    assert second.stop() == 0, second.stderr()
+    assert not body_peeks_since(dv, user, since)
+    # Nothing changed: the same record stays.
+    assert saved_roots(cache) == [saved]
+
+
+def test_mail_that_came_and_went_while_unmounted_shows_at_remount(server, mounter, workroot):
+    dv, user = server, "changed"
+    where = fill(dv, user)
+    cache = os.path.join(workroot, "changed-cache")
+    first = mount_as(mounter, dv, user, cache)
+    before = fs.cat(first.path("merged.ics"))
+    assert first.stop() == 0, first.stderr()
+    assert saved_roots(cache)
+    dv.add_message("Home", invitation("new@example.org", "New", 20),
+                   internaldate=utc(2026, 5, 20, 9), user=user)
+    dv.expunge(*where["work-1@example.org"], user=user)
+    second = mount_as(mounter, dv, user, cache)
+    after = fs.cat(second.path("merged.ics"))
+    uids = calcheck.uids(calcheck.one_calendar(after))
+    assert "new@example.org" in uids and "work-1@example.org" not in uids
+    assert after != before
+    tree2 = calcheck.read_tree(second.mountpoint)
+    assert second.stop() == 0, second.stderr()
+    # Byte for byte what a mount with an empty cache makes of the same mail.
+    fresh = mount_as(mounter, dv, user, os.path.join(workroot, "changed-fresh"))
+    assert calcheck.read_tree(fresh.mountpoint) == tree2
+    assert fresh.stop() == 0, fresh.stderr()
+
+
+def test_saved_root_gives_way_to_new_mail_after_ttl(server, mounter, workroot):
+    dv, user = server, "later"
+    fill(dv, user)
+    cache = os.path.join(workroot, "later-cache")
+    first = mount_as(mounter, dv, user, cache, options=["ttl=1"])
+    fs.cat(first.path("merged.ics"))
+    assert first.stop() == 0, first.stderr()
+    second = mount_as(mounter, dv, user, cache, options=["ttl=1"])
+    assert "late@example.org" not in calcheck.uids(
+        calcheck.one_calendar(fs.cat(second.path("merged.ics"))))
+    dv.add_message("Work", invitation("late@example.org", "Late", 25),
+                   internaldate=utc(2026, 5, 25, 9), user=user)
+    deadline = time.monotonic() + 60
+    while True:
+        got = fs.cat(second.path("merged.ics"))
+        if "late@example.org" in calcheck.uids(calcheck.one_calendar(got)):
+            break
+        assert time.monotonic() < deadline, "new mail never showed in the root merged.ics"
+        time.sleep(0.2)
+    # The mailbox shows it too, and the root equals a fresh mount's.
+    assert any(b"late@example.org" in data
+               for rel, data in calcheck.read_tree(second.mountpoint).items()
+               if rel.startswith("Work/"))
+    assert second.stop() == 0, second.stderr()
+    fresh = mount_as(mounter, dv, user, os.path.join(workroot, "later-fresh"))
+    assert fs.cat(fresh.path("merged.ics")) == got
+    assert fresh.stop() == 0, fresh.stderr()
+
+
+def test_another_filter_does_not_take_the_saved_root(server, mounter, workroot):
+    dv, user = server, "refused"
+    fill(dv, user)
+    cache = os.path.join(workroot, "refused-cache")
+    first = mount_as(mounter, dv, user, cache)
+    all_events = fs.cat(first.path("merged.ics"))
+    assert first.stop() == 0, first.stderr()
+    assert saved_roots(cache)
+    # Another filter is another root: the saved one must not be served.
+    second = mount_as(mounter, dv, user, cache, options=["match=SUMMARY~^Home"])
+    only_home = fs.cat(second.path("merged.ics"))
+    assert second.stop() == 0, second.stderr()
+    assert only_home != all_events
+    assert set(calcheck.uids(calcheck.one_calendar(only_home))) == {
+        "home-%d@example.org" % i for i in range(3)}
