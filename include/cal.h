@@ -53,35 +53,35 @@ struct cal_match {
 
 /* What to keep and how to show it; fixed for the life of a mount. */
 struct cal_filter {
-    unsigned kinds;        /* CAL_* mask; 0 means CAL_VEVENT */
-    int has_after;         /* keep events with an occurrence ending after `after` */
+    unsigned kinds; /* CAL_* mask; 0 means CAL_VEVENT */
+    int has_after;  /* keep events with an occurrence ending after `after` */
     int64_t after;
-    int has_before;        /* keep events with an occurrence starting before `before` */
+    int has_before; /* keep events with an occurrence starting before `before` */
     int64_t before;
     struct cal_match *match; /* all must match (AND); malloc'd array */
     size_t nmatch;
-    int privacy_busy;      /* SUMMARY "Busy"; DESCRIPTION, LOCATION, ATTENDEE, ATTACH, COMMENT dropped */
+    int privacy_busy; /* SUMMARY "Busy"; DESCRIPTION, LOCATION, ATTENDEE, ATTACH, COMMENT dropped */
 };
 
 struct cal_stats {
-    unsigned parts;      /* calendar parts read */
-    unsigned parts_bad;  /* parts that did not parse and were skipped */
-    unsigned versions;   /* components kept as versions */
-    unsigned warnings;   /* e.g. a TZID with no VTIMEZONE that could not be repaired */
+    unsigned parts;     /* calendar parts read */
+    unsigned parts_bad; /* parts that did not parse and were skipped */
+    unsigned versions;  /* components kept as versions */
+    unsigned warnings;  /* e.g. a TZID with no VTIMEZONE that could not be repaired */
 };
 
 /* One event file: every component of one UID (master + overrides). */
 struct cal_event_file {
-    char *uid;          /* NUL-terminated UID (a UID with NUL bytes is cut there) */
-    char *data;         /* VCALENDAR bytes, CRLF, folded; malloc'd */
+    char *uid;  /* NUL-terminated UID (a UID with NUL bytes is cut there) */
+    char *data; /* VCALENDAR bytes, CRLF, folded; malloc'd */
     size_t len;
-    int64_t mtime;      /* newest INTERNALDATE of the messages whose versions it holds */
+    int64_t mtime; /* newest INTERNALDATE of the messages whose versions it holds */
 };
 
 struct cal_result {
     struct cal_event_file *events; /* sorted by UID (bytewise); malloc'd */
     size_t nevents;
-    char *merged;                  /* one VCALENDAR with every event; malloc'd */
+    char *merged; /* one VCALENDAR with every event; malloc'd */
     size_t merged_len;
     int64_t merged_mtime;
 };

@@ -36,15 +36,15 @@ struct opts {
     char *capath;
     char *passfile;
     char *passcmd;
-    char *mailboxes; /* LIST patterns, ':'-separated; default "*" */
-    char *config;    /* config= as given, or NULL */
-    char *config_password; /* "password =" of the account's config section */
+    char *mailboxes;          /* LIST patterns, ':'-separated; default "*" */
+    char *config;             /* config= as given, or NULL */
+    char *config_password;    /* "password =" of the account's config section */
     char *source_from_config; /* its "source =", while parsing */
 
     /* behaviour */
     char *cache_dir;
     int no_disk_cache;
-    unsigned ttl;         /* seconds; 0 = re-sync on every access */
+    unsigned ttl; /* seconds; 0 = re-sync on every access */
     int idle;
     unsigned timeout;     /* seconds, network */
     unsigned connections; /* parallel IMAP sessions */
@@ -53,7 +53,7 @@ struct opts {
     char *components; /* as given */
     char *after;      /* as given */
     char *before;     /* as given */
-    char *account; /* "user@host[:port]" or "maildir:PATH": names the cache and the mount */
+    char *account;    /* "user@host[:port]" or "maildir:PATH": names the cache and the mount */
 
     struct cal_filter filter; /* components, after, before, match, privacy */
 

@@ -175,7 +175,7 @@ static int write_entry(const char *path, const char *magic, const void *data, si
         return -errno;
     for (size_t off = 0, total = CACHE_HEADER_LEN + len; off < total && rc == 0;) {
         const char *src = off < CACHE_HEADER_LEN ? (const char *)header + off
-                                           : (const char *)data + (off - CACHE_HEADER_LEN);
+                                                 : (const char *)data + (off - CACHE_HEADER_LEN);
         size_t chunk = off < CACHE_HEADER_LEN ? CACHE_HEADER_LEN - off : total - off;
         ssize_t n = write(fd, src, chunk);
 
@@ -210,7 +210,8 @@ static int read_entry(const char *path, const char *magic, char **data, size_t *
     *data = NULL;
     if (fd < 0)
         return -ENOENT;
-    if (fstat(fd, &st) != 0 || st.st_size < CACHE_HEADER_LEN || read(fd, header, CACHE_HEADER_LEN) != CACHE_HEADER_LEN)
+    if (fstat(fd, &st) != 0 || st.st_size < CACHE_HEADER_LEN ||
+        read(fd, header, CACHE_HEADER_LEN) != CACHE_HEADER_LEN)
         goto corrupt;
     memcpy(&len64, header + 8, 8);
     if (memcmp(header, magic, 8) != 0 || len64 > CACHE_ENTRY_MAX ||
@@ -278,8 +279,8 @@ int cache_put_listing(struct cache *c, const char *mailbox, const struct src_lis
         len += sizeof(struct rec_msg) + l->msgs[i].parts.count * sizeof(struct rec_part);
     if ((buf = calloc(1, len)) == NULL)
         return -ENOMEM;
-    *(struct rec_head *)buf = (struct rec_head){l->uidvalidity, l->exists, (uint32_t)l->count, 0,
-                                                l->highestmodseq};
+    *(struct rec_head *)buf =
+        (struct rec_head){l->uidvalidity, l->exists, (uint32_t)l->count, 0, l->highestmodseq};
     off = sizeof(struct rec_head);
     for (size_t i = 0; i < l->count; i++) {
         const struct src_message *m = &l->msgs[i];

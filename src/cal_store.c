@@ -224,8 +224,7 @@ static int get_version(struct reader *r, struct cal_version *x, size_t nvtz,
         x->win.nkeys = (unsigned)get_u64(r);
         if (r->failed || x->win.nkeys > r->left / sizeof *x->win.keys)
             return -1;
-        if (x->win.nkeys &&
-            (x->win.keys = malloc(x->win.nkeys * sizeof *x->win.keys)) == NULL)
+        if (x->win.nkeys && (x->win.keys = malloc(x->win.nkeys * sizeof *x->win.keys)) == NULL)
             return -1;
         get(r, x->win.keys, x->win.nkeys * sizeof *x->win.keys);
     }

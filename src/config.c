@@ -31,10 +31,9 @@
 
 /* Options that take a value, and flags (yes/no). */
 static const char *const value_keys[] = {
-    "user",    "port",  "mailboxes", "passfile", "passcmd", "tls",    "cafile",
-    "capath",  "cache_dir", "ttl",   "components", "search", "after", "before",
-    "match",   "privacy", "auth",    "timeout",  "connections", "uid", "gid",
-    "umask",   NULL,
+    "user",      "port",    "mailboxes",   "passfile", "passcmd", "tls",    "cafile", "capath",
+    "cache_dir", "ttl",     "components",  "search",   "after",   "before", "match",  "privacy",
+    "auth",      "timeout", "connections", "uid",      "gid",     "umask",  NULL,
 };
 static const char *const flag_keys[] = {
     "no_disk_cache", "idle", "vdir", "allow_other", "default_permissions", NULL,
@@ -147,8 +146,7 @@ static void section_done(struct section *cur, const char *want, struct section *
 {
     if (cur->acc.name && strcmp(cur->acc.name, want) == 0 && by_name->acc.name == NULL)
         *by_name = *cur;
-    else if (cur->acc.source && strcmp(cur->acc.source, want) == 0 &&
-             by_source->acc.name == NULL)
+    else if (cur->acc.source && strcmp(cur->acc.source, want) == 0 && by_source->acc.name == NULL)
         *by_source = *cur;
     else
         config_account_free(&cur->acc);

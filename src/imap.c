@@ -519,7 +519,8 @@ static const char *guard_reason(int tripped)
 int imap_command_failed(struct imap_src *src, struct imap_conn *c, int r, const char *what,
                         char *err, size_t errlen)
 {
-    if (c->imap && (c->guard.tripped == IMAP_GUARD_SLOW || c->guard.tripped == IMAP_GUARD_STOPPING)) {
+    if (c->imap &&
+        (c->guard.tripped == IMAP_GUARD_SLOW || c->guard.tripped == IMAP_GUARD_STOPPING)) {
         snprintf(err, errlen, "%s: %s %s", src->host, what,
                  c->guard.tripped == IMAP_GUARD_SLOW ? "too slow: the server stalls"
                                                      : "interrupted: stopping");

@@ -47,7 +47,8 @@ static int mailbox_not_selectable(const struct mailimap_mbx_list_flags *f)
 {
     if (f == NULL)
         return 0;
-    if (f->mbf_type == MAILIMAP_MBX_LIST_FLAGS_SFLAG && f->mbf_sflag == MAILIMAP_MBX_LIST_SFLAG_NOSELECT)
+    if (f->mbf_type == MAILIMAP_MBX_LIST_FLAGS_SFLAG &&
+        f->mbf_sflag == MAILIMAP_MBX_LIST_SFLAG_NOSELECT)
         return 1;
     for (clistiter *it = f->mbf_oflags ? clist_begin(f->mbf_oflags) : NULL; it;
          it = clist_next(it)) {
@@ -600,7 +601,8 @@ static int fetch_chunk(struct imap_src *src, struct imap_conn *c, struct parts_a
     struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
     struct mailimap_set *set = mailimap_set_new_empty();
     struct mailimap_section *sec = section_from_string(section);
-    struct mailimap_fetch_att *body_att = sec ? mailimap_fetch_att_new_body_peek_section(sec) : NULL;
+    struct mailimap_fetch_att *body_att =
+        sec ? mailimap_fetch_att_new_body_peek_section(sec) : NULL;
     clist *res = NULL;
     int rc = 0, r;
 
@@ -718,8 +720,8 @@ int imap_fetch_parts(struct source *s, const char *mailbox, uint32_t uidvalidity
                      const struct src_part_req *reqs, size_t n, src_part_fn fn, void *ctx,
                      char *err, size_t errlen)
 {
-    struct parts_arg a = {.mailbox = mailbox, .uidvalidity = uidvalidity, .reqs = reqs, .n = n,
-                          .fn = fn, .ctx = ctx};
+    struct parts_arg a = {
+        .mailbox = mailbox, .uidvalidity = uidvalidity, .reqs = reqs, .n = n, .fn = fn, .ctx = ctx};
     int rc;
 
     if (n == 0)

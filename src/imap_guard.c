@@ -207,7 +207,7 @@ static ssize_t guard_read(mailstream_low *s, void *buf, size_t count)
         return -1;
     }
     if ((r = guard_scan(g, buf, (size_t)n)) != 0) {
-        g->stats->tripped = r == -2                    ? IMAP_GUARD_LINE
+        g->stats->tripped = r == -2                 ? IMAP_GUARD_LINE
                             : g->state == LEX_BRACE ? IMAP_GUARD_LITERAL
                                                     : IMAP_GUARD_NESTING;
         return -1;

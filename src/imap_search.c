@@ -121,8 +121,9 @@ static struct mailimap_search_key *string_key(struct lexer *lx, const char *name
     return k;
 }
 
-static struct mailimap_search_key *date_key(struct lexer *lx, const char *name,
-                                            struct mailimap_search_key *(*make)(struct mailimap_date *))
+static struct mailimap_search_key *
+date_key(struct lexer *lx, const char *name,
+         struct mailimap_search_key *(*make)(struct mailimap_date *))
 {
     struct mailimap_date *d = parse_date(lx, name);
     struct mailimap_search_key *k;
@@ -136,9 +137,9 @@ static struct mailimap_search_key *date_key(struct lexer *lx, const char *name,
 
 static struct mailimap_search_key *flag_key(int type)
 {
-    return mailimap_search_key_new(type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                   NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL,
-                                   NULL, 0, NULL, NULL, NULL);
+    return mailimap_search_key_new(type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                                   NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0,
+                                   NULL, NULL, NULL);
 }
 
 static struct mailimap_search_key *group_key(struct lexer *lx)
@@ -202,10 +203,14 @@ static const struct {
     const char *name;
     struct mailimap_search_key *(*make)(char *);
 } string_keys[] = {
-    {"BCC", mailimap_search_key_new_bcc},         {"BODY", mailimap_search_key_new_body},
-    {"CC", mailimap_search_key_new_cc},           {"FROM", mailimap_search_key_new_from},
-    {"KEYWORD", mailimap_search_key_new_keyword}, {"SUBJECT", mailimap_search_key_new_subject},
-    {"TEXT", mailimap_search_key_new_text},       {"TO", mailimap_search_key_new_to},
+    {"BCC", mailimap_search_key_new_bcc},
+    {"BODY", mailimap_search_key_new_body},
+    {"CC", mailimap_search_key_new_cc},
+    {"FROM", mailimap_search_key_new_from},
+    {"KEYWORD", mailimap_search_key_new_keyword},
+    {"SUBJECT", mailimap_search_key_new_subject},
+    {"TEXT", mailimap_search_key_new_text},
+    {"TO", mailimap_search_key_new_to},
     {"UNKEYWORD", mailimap_search_key_new_unkeyword},
 };
 
@@ -213,12 +218,9 @@ static const struct {
     const char *name;
     struct mailimap_search_key *(*make)(struct mailimap_date *);
 } date_keys[] = {
-    {"BEFORE", mailimap_search_key_new_before},
-    {"ON", mailimap_search_key_new_on},
-    {"SINCE", mailimap_search_key_new_since},
-    {"SENTBEFORE", mailimap_search_key_new_sentbefore},
-    {"SENTON", mailimap_search_key_new_senton},
-    {"SENTSINCE", mailimap_search_key_new_sentsince},
+    {"BEFORE", mailimap_search_key_new_before}, {"ON", mailimap_search_key_new_on},
+    {"SINCE", mailimap_search_key_new_since},   {"SENTBEFORE", mailimap_search_key_new_sentbefore},
+    {"SENTON", mailimap_search_key_new_senton}, {"SENTSINCE", mailimap_search_key_new_sentsince},
 };
 
 static struct mailimap_search_key *compound_key(struct lexer *lx, const char *tok)

@@ -47,11 +47,11 @@ static void status_line(struct mbox *m, FILE *f)
     if (snap == NULL)
         fprintf(f, "not synced yet");
     else
-        fprintf(f, "%s, last sync %s, %u messages, %zu with calendar data, %zu events, "
-                   "%u calendar parts, %u skipped, %u warnings, %u unreadable messages",
+        fprintf(f,
+                "%s, last sync %s, %u messages, %zu with calendar data, %zu events, "
+                "%u calendar parts, %u skipped, %u warnings, %u unreadable messages",
                 fresh ? "ok" : "stale", when, snap->messages, snap->nmsgs, snap->nfiles,
-                snap->stats.parts, snap->stats.parts_bad, snap->stats.warnings,
-                snap->unreadable);
+                snap->stats.parts, snap->stats.parts_bad, snap->stats.warnings, snap->unreadable);
     fprintf(f, ", last error: %s\n", error);
     mbox_snap_unref(snap);
 }

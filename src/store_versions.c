@@ -90,8 +90,7 @@ static int on_record(void *arg, uint32_t uid, const char *section, const char *d
     struct cal_versions *v;
     struct cal_stats st;
 
-    if (mv == NULL || mv->from_cache || strcmp(section, VERSIONS_SECTION) != 0 ||
-        len < sizeof st)
+    if (mv == NULL || mv->from_cache || strcmp(section, VERSIONS_SECTION) != 0 || len < sizeof st)
         return 0;
     memcpy(&st, data, sizeof st);
     if ((v = cal_versions_load(data + sizeof st, len - sizeof st, &c->s->o->filter)) == NULL)
@@ -114,8 +113,7 @@ int store_versions_load(struct store *s, struct mbox *m, uint32_t uidvalidity,
         return 0;
     rc = cache_each_part(s->cache, m->raw, uidvalidity, s->versions_shelf, on_record, &c);
     if (c.loaded)
-        log_debug("%s: %zu of %zu new messages' versions from the cache", m->display, c.loaded,
-                  n);
+        log_debug("%s: %zu of %zu new messages' versions from the cache", m->display, c.loaded, n);
     return rc;
 }
 
