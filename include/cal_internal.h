@@ -42,6 +42,17 @@ void cal_buf_add_text(struct cal_buf *b, const char *text, size_t n);
 char *cal_buf_take(struct cal_buf *b, size_t *len);
 void cal_buf_free(struct cal_buf *b);
 
+/* Walks folded text (CRLF or LF) one logical line at a time (RFC 5545
+ * §3.1): struct cal_lines l = {text, len, 0, {0}}; ... cal_buf_free(&l.line). */
+struct cal_lines {
+    const char *text;
+    size_t len, pos;
+    struct cal_buf line; /* the unfolded line, NUL-terminated */
+};
+/* The next non-empty logical line into l->line, its physical bytes (line
+ * ends included) at [*start, l->pos). 0 at the end or on ENOMEM (line.oom). */
+int cal_lines_next(struct cal_lines *l, size_t *start);
+
 /* A copy of text that is valid UTF-8 without NUL or control bytes. */
 char *cal_sanitize(const char *text, size_t len);
 /* 0 when BEGIN/END nesting stays within max, else -EINVAL with err. */

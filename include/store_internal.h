@@ -156,6 +156,8 @@ struct blob *store_reuse_or_new(const struct blob *old, char *data, size_t len, 
 void store_notify(struct store *s, const char *dir, const char *name);
 /* A message's versions, empty, with one reference; NULL on ENOMEM. */
 struct msgver *msgver_new(uint32_t uid, int64_t internaldate, const struct cal_origin *o);
+/* The element of v (n of them, sorted by uid) for uid, or NULL. */
+struct msgver *msgver_find(struct msgver *const *v, size_t n, uint32_t uid);
 
 /*
  * store_collect.c: fills snap->msgs for listing l. Known messages are shared

@@ -80,45 +80,6 @@ int cal_mergetz_use(struct cal_mergetz *m, size_t ev, const char *tzid, const ch
     return 0;
 }
 
-/* ---- logical lines ------------------------------------------------------ */
-
-/* Walks folded text one logical line at a time (RFC 5545 §3.1). */
-struct cal_lines {
-    const char *text;
-    size_t len, pos;
-    struct cal_buf line; /* the unfolded line, NUL-terminated */
-};
-
-/* The next logical line into l->line, its physical bytes (line ends
- * included) at [*start, l->pos). 0 at the end or on ENOMEM (line.oom). */
-static int cal_lines_next(struct cal_lines *l, size_t *start)
-{
-    l->line.len = 0;
-    *start = l->pos;
-    while (l->pos < l->len) {
-        size_t s = l->pos, i = s;
-        while (i < l->len && l->text[i] != '\r' && l->text[i] != '\n')
-            i++;
-        cal_buf_add(&l->line, l->text + s, i - s);
-        if (i < l->len && l->text[i] == '\r')
-            i++;
-        if (i < l->len && l->text[i] == '\n')
-            i++;
-        l->pos = i;
-        if (i < l->len && (l->text[i] == ' ' || l->text[i] == '\t')) {
-            l->pos = i + 1; /* a continuation: its leading space is not content */
-            continue;
-        }
-        if (l->line.len)
-            break;
-        *start = l->pos; /* an empty line: skip it */
-    }
-    if (l->line.oom || !l->line.len)
-        return 0;
-    l->line.p[l->line.len] = '\0';
-    return 1;
-}
-
 /* Length of the property name: up to the first ';' or ':'. */
 static size_t cal_name_len(const char *line)
 {

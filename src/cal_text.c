@@ -101,31 +101,44 @@ void cal_buf_add_line(struct cal_buf *b, const char *line, size_t n)
     cal_buf_add(b, "\r\n", 2);
 }
 
-void cal_buf_add_text(struct cal_buf *b, const char *text, size_t n)
+int cal_lines_next(struct cal_lines *l, size_t *start)
 {
-    struct cal_buf line = {0};
-    size_t i = 0;
-    while (i < n) {
-        size_t start = i;
-        while (i < n && text[i] != '\r' && text[i] != '\n')
+    l->line.len = 0;
+    *start = l->pos;
+    while (l->pos < l->len) {
+        size_t s = l->pos, i = s;
+        while (i < l->len && l->text[i] != '\r' && l->text[i] != '\n')
             i++;
-        cal_buf_add(&line, text + start, i - start);
-        if (i < n && text[i] == '\r')
+        cal_buf_add(&l->line, l->text + s, i - s);
+        if (i < l->len && l->text[i] == '\r')
             i++;
-        if (i < n && text[i] == '\n')
+        if (i < l->len && l->text[i] == '\n')
             i++;
-        /* A line starting with a space or tab continues the previous one. */
-        if (i < n && (text[i] == ' ' || text[i] == '\t')) {
-            i++;
+        l->pos = i;
+        if (i < l->len && (l->text[i] == ' ' || l->text[i] == '\t')) {
+            l->pos = i + 1; /* a continuation: its leading space is not content */
             continue;
         }
-        if (line.len)
-            cal_buf_add_line(b, line.p, line.len);
-        line.len = 0;
+        if (l->line.len)
+            break;
+        *start = l->pos; /* an empty line: skip it */
     }
-    if (line.oom)
+    if (l->line.oom || !l->line.len)
+        return 0;
+    l->line.p[l->line.len] = '\0';
+    return 1;
+}
+
+void cal_buf_add_text(struct cal_buf *b, const char *text, size_t n)
+{
+    struct cal_lines l = {text, n, 0, {0}};
+    size_t start;
+
+    while (cal_lines_next(&l, &start))
+        cal_buf_add_line(b, l.line.p, l.line.len);
+    if (l.line.oom)
         b->oom = 1;
-    cal_buf_free(&line);
+    cal_buf_free(&l.line);
 }
 
 /* Length of the valid UTF-8 sequence at s (RFC 3629), or 0 if invalid. */
@@ -261,67 +274,38 @@ static const char *cal_value_start(const char *line)
 
 int cal_text_match(const char *text, size_t len, const char *prop, const regex_t *re)
 {
-    struct cal_buf line = {0};
-    size_t plen = strlen(prop);
+    struct cal_lines l = {text, len, 0, {0}};
+    size_t plen = strlen(prop), start;
     int depth = 0, found = 0;
-    size_t i = 0;
-    while (i < len && !found) {
-        size_t start = i;
-        while (i < len && text[i] != '\r' && text[i] != '\n')
-            i++;
-        cal_buf_add(&line, text + start, i - start);
-        if (i < len && text[i] == '\r')
-            i++;
-        if (i < len && text[i] == '\n')
-            i++;
-        if (i < len && (text[i] == ' ' || text[i] == '\t')) {
-            i++;
-            continue;
-        }
-        if (line.oom)
-            break;
-        if (line.len == 0)
-            continue;
-        if (line.len >= 6 && strncasecmp(line.p, "BEGIN:", 6) == 0) {
+
+    while (!found && cal_lines_next(&l, &start)) {
+        char *line = l.line.p;
+        if (l.line.len >= 6 && strncasecmp(line, "BEGIN:", 6) == 0) {
             depth++;
-        } else if (line.len >= 4 && strncasecmp(line.p, "END:", 4) == 0) {
+        } else if (l.line.len >= 4 && strncasecmp(line, "END:", 4) == 0) {
             depth--;
-        } else if (depth == 1 && line.len > plen && strncasecmp(line.p, prop, plen) == 0 &&
-                   (line.p[plen] == ':' || line.p[plen] == ';')) {
-            char *v = (char *)cal_value_start(line.p);
+        } else if (depth == 1 && l.line.len > plen && strncasecmp(line, prop, plen) == 0 &&
+                   (line[plen] == ':' || line[plen] == ';')) {
+            char *v = (char *)cal_value_start(line);
             if (v) {
                 cal_unescape(v);
                 found = regexec(re, v, 0, NULL, 0) == 0;
             }
         }
-        line.len = 0;
     }
-    cal_buf_free(&line);
+    cal_buf_free(&l.line);
     return found;
 }
 
 int cal_text_has_line(const char *text, size_t len, const char *want)
 {
-    struct cal_buf line = {0};
+    struct cal_lines l = {text, len, 0, {0}};
+    size_t start;
     int found = 0;
-    size_t i = 0;
-    while (i < len && !found) {
-        size_t start = i;
-        while (i < len && text[i] != '\r' && text[i] != '\n')
-            i++;
-        cal_buf_add(&line, text + start, i - start);
-        if (i < len && text[i] == '\r')
-            i++;
-        if (i < len && text[i] == '\n')
-            i++;
-        if (i < len && (text[i] == ' ' || text[i] == '\t')) {
-            i++;
-            continue;
-        }
-        found = line.len && !line.oom && strcmp(line.p, want) == 0;
-        line.len = 0;
-    }
-    cal_buf_free(&line);
+
+    while (!found && cal_lines_next(&l, &start))
+        found = strcmp(l.line.p, want) == 0;
+    cal_buf_free(&l.line);
     return found;
 }
 

@@ -220,32 +220,10 @@ static int fetch_missing(struct fetch_ctx *fc, size_t nmissing, char *err, size_
     return rc;
 }
 
-/* Finds uid among the old snapshot's messages (sorted by uid). */
-static struct msgver *old_msgver(const struct mbox_snap *old, uint32_t uid)
-{
-    size_t lo = 0, hi = old ? old->nmsgs : 0;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (old->msgs[mid]->uid == uid)
-            return old->msgs[mid];
-        if (old->msgs[mid]->uid < uid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
-/*
- * Fills snap->msgs for the listing: known messages are shared with the old
- * snapshot, new ones get fresh versions from their fetched parts.
- */
 /* The old snapshot's versions of uid, when they are whole (else parse again). */
 static struct msgver *reusable_msgver(const struct mbox_snap *old, uint32_t uid)
 {
-    struct msgver *mv = old_msgver(old, uid);
+    struct msgver *mv = old ? msgver_find(old->msgs, old->nmsgs, uid) : NULL;
 
     return mv && !mv->incomplete ? mv : NULL;
 }
@@ -267,6 +245,10 @@ uint32_t cache_bound(const struct src_listing *known, const struct src_listing *
     return top;
 }
 
+/*
+ * Fills snap->msgs for the listing: known messages are shared with the old
+ * snapshot, new ones get fresh versions from their fetched parts.
+ */
 int collect_versions(struct store *s, struct mbox *m, const struct mbox_snap *old,
                      const struct src_listing *l, uint32_t cached_top, struct mbox_snap *snap,
                      int offline, char *err, size_t errlen)

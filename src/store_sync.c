@@ -39,6 +39,23 @@ struct msgver *msgver_new(uint32_t uid, int64_t internaldate, const struct cal_o
     return mv;
 }
 
+struct msgver *msgver_find(struct msgver *const *v, size_t n, uint32_t uid)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (v[mid]->uid == uid)
+            return v[mid];
+        if (v[mid]->uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
 static void msgver_unref(struct msgver *mv)
 {
     if (mv && atomic_fetch_sub(&mv->refs, 1) == 1) {

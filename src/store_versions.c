@@ -66,27 +66,10 @@ struct load_ctx {
     size_t loaded;
 };
 
-static struct msgver *find_fresh(const struct load_ctx *c, uint32_t uid)
-{
-    size_t lo = 0, hi = c->n;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (c->fresh[mid]->uid == uid)
-            return c->fresh[mid];
-        if (c->fresh[mid]->uid < uid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
 static int on_record(void *arg, uint32_t uid, const char *section, const char *data, size_t len)
 {
     struct load_ctx *c = arg;
-    struct msgver *mv = find_fresh(c, uid);
+    struct msgver *mv = msgver_find(c->fresh, c->n, uid);
     struct cal_versions *v;
     struct cal_stats st;
 
