@@ -581,8 +581,6 @@ static int cal_scan_calendar(struct cal_scan *sc, icalcomponent *container, ical
     return rc;
 }
 
-
-
 /*
  * Gives back the spare room of v's arrays. Versions live as long as their
  * message is in a snapshot, and most messages carry one component: the
@@ -608,7 +606,9 @@ static void cal_versions_fit(struct cal_versions *v)
         if (z || zl) /* the smaller of the two capacities */
             v->capvtz = v->nvtz;
     }
-}int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
+}
+
+int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
                           const struct cal_filter *f, struct cal_stats *stats, char *err,
                           size_t errlen)
 {
