@@ -25,6 +25,7 @@ struct blob {
     char *flat;                 /* owned bytes (NUL after them) of a flat blob, else NULL */
     void (*release)(void *ctx); /* frees what the segments borrow; may be NULL */
     void *ctx;
+    size_t *ends; /* with many segments: offset after each, to find one by offset */
     size_t nseg;
     struct iovec seg[]; /* the bytes, in order; none empty */
 };

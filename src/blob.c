@@ -7,6 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Segments up to which blob_find() scans rather than keeps offsets. */
+#define BLOB_SCAN 16
+
 struct blob *blob_new(const char *data, size_t len)
 {
     char *copy = malloc(len + 1);
@@ -35,6 +38,7 @@ struct blob *blob_take(char *buf, size_t len)
     b->flat[len] = '\0';
     b->release = NULL;
     b->ctx = NULL;
+    b->ends = NULL;
     b->nseg = len ? 1 : 0;
     b->seg[0].iov_base = nul;
     b->seg[0].iov_len = len;
@@ -43,11 +47,12 @@ struct blob *blob_take(char *buf, size_t len)
 
 struct blob *blob_segs(const struct iovec *seg, size_t n, void (*release)(void *), void *ctx)
 {
-    size_t keep = 0;
+    size_t keep = 0, nends;
 
     for (size_t i = 0; i < n; i++)
         keep += seg[i].iov_len != 0;
-    struct blob *b = malloc(sizeof *b + keep * sizeof b->seg[0]);
+    nends = keep > BLOB_SCAN ? keep : 0;
+    struct blob *b = malloc(sizeof *b + keep * sizeof b->seg[0] + nends * sizeof *b->ends);
     if (b == NULL) {
         if (release)
             release(ctx);
@@ -58,12 +63,16 @@ struct blob *blob_segs(const struct iovec *seg, size_t n, void (*release)(void *
     b->flat = NULL;
     b->release = release;
     b->ctx = ctx;
+    b->ends = nends ? (size_t *)(b->seg + keep) : NULL;
     b->nseg = 0;
     for (size_t i = 0; i < n; i++) {
         if (seg[i].iov_len == 0)
             continue;
-        b->seg[b->nseg++] = seg[i];
+        b->seg[b->nseg] = seg[i];
         b->len += seg[i].iov_len;
+        if (b->ends)
+            b->ends[b->nseg] = b->len;
+        b->nseg++;
     }
     return b;
 }
@@ -120,11 +129,27 @@ int blob_equal(const struct blob *a, const struct blob *b)
     return 1;
 }
 
-/* The segment holding offset off (b->nseg when off >= len), and where in it. */
+/* The segment holding offset off (b->nseg when off >= len), and where in
+ * it: a binary search over ends when there are many (reads of a large
+ * merged.ics start anywhere), else a scan. */
 static size_t blob_find(const struct blob *b, size_t off, size_t *in)
 {
     size_t i = 0;
 
+    if (b->ends) {
+        size_t lo = 0, hi = b->nseg;
+
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+
+            if (b->ends[mid] <= off)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        *in = lo < b->nseg ? off - (b->ends[lo] - b->seg[lo].iov_len) : 0;
+        return lo;
+    }
     while (i < b->nseg && off >= b->seg[i].iov_len) {
         off -= b->seg[i].iov_len;
         i++;

@@ -24,7 +24,7 @@ static const char text[] = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUI
 
 static struct blob *cut(const size_t *lens, size_t n)
 {
-    struct iovec v[16];
+    struct iovec v[128];
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
         v[i].iov_base = (char *)text + at;
@@ -52,11 +52,10 @@ static void test_segments_read_as_one_run(void)
     CHECK(released == 1);
 }
 
-static void test_iov_covers_exactly_the_range(void)
+/* Every range of b reads as the same range of text, by iov and by copy. */
+static void check_ranges(struct blob *b)
 {
-    size_t lens[] = {17, 13, 14, 7, 12, sizeof text - 1 - 63};
-    struct blob *b = cut(lens, 6);
-    for (size_t off = 0; b && off <= b->len; off += 3) {
+    for (size_t off = 0; b && off <= b->len + 1; off++) {
         for (size_t n = 0; n < 70; n += 7) {
             struct iovec *v = NULL;
             size_t nv = 0, got = 0;
@@ -69,9 +68,31 @@ static void test_iov_covers_exactly_the_range(void)
             }
             size_t want = off >= b->len ? 0 : (b->len - off < n ? b->len - off : n);
             CHECK(got == want && memcmp(buf, text + off, got) == 0);
+            CHECK(blob_copy(b, off, buf, n) == want && memcmp(buf, text + off, want) == 0);
             free(v);
         }
     }
+}
+
+static void test_iov_covers_exactly_the_range(void)
+{
+    size_t lens[] = {17, 13, 14, 7, 12, sizeof text - 1 - 63};
+    struct blob *b = cut(lens, 6);
+    check_ranges(b);
+    blob_unref(b);
+
+    /* Many segments: found by offset with a binary search. */
+    size_t many[128], n = 0, at = 0;
+    while (at < sizeof text - 1) {
+        many[n] = 1 + n % 3 < sizeof text - 1 - at ? 1 + n % 3 : sizeof text - 1 - at;
+        at += many[n++];
+    }
+    b = cut(many, n);
+    CHECK(b && b->nseg == n && b->ends != NULL);
+    check_ranges(b);
+    char *flat = b ? blob_flatten(b) : NULL;
+    CHECK_STR(flat, text);
+    free(flat);
     blob_unref(b);
 }
 
