@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct cache;
 struct src_listing;
@@ -46,6 +47,9 @@ struct cache_writer *cache_writer_begin(struct cache *c, const char *mailbox, ui
 /* Adds one part, still transfer-encoded. 0, or a negative errno (the writer is then spent). */
 int cache_writer_add(struct cache_writer *w, uint32_t uid, const char *section, const char *data,
                      size_t len);
+/* The same, with the data in pieces (written in order, as one record). */
+int cache_writer_addv(struct cache_writer *w, uint32_t uid, const char *section,
+                      const struct iovec *v, size_t nv);
 /* Makes the pack visible (when it holds anything) and frees w. 0 or -errno. */
 int cache_writer_commit(struct cache_writer *w);
 

@@ -15,6 +15,7 @@
 #include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #define CAL_PRODID "-//imapcalfs//imapcalfs 0.1//EN"
 
@@ -70,19 +71,35 @@ struct cal_stats {
     unsigned warnings;  /* e.g. a TZID with no VTIMEZONE that could not be repaired */
 };
 
+/* What the segments of a rope point into that is not static text: the
+ * pieces made for it, and references to the versions it borrows from. */
+struct cal_hold;
+
+/*
+ * A rendered file as a list of segments (a rope): the header, the zones,
+ * each component's text and the footer, borrowed rather than copied. The
+ * segments stay valid while hold lives (and whatever else is alive: zones
+ * repaired from IANA names are static); free with cal_rope_free(), or hand
+ * seg to a new owner and call cal_hold_release(hold) when done with it.
+ */
+struct cal_rope {
+    struct iovec *seg; /* malloc'd */
+    size_t nseg;
+    size_t len; /* bytes in all segments */
+    struct cal_hold *hold;
+};
+
 /* One event file: every component of one UID (master + overrides). */
 struct cal_event_file {
-    char *uid;  /* NUL-terminated UID (a UID with NUL bytes is cut there) */
-    char *data; /* VCALENDAR bytes, CRLF, folded; malloc'd */
-    size_t len;
-    int64_t mtime; /* newest INTERNALDATE of the messages whose versions it holds */
+    char *uid;             /* NUL-terminated UID (a UID with NUL bytes is cut there) */
+    struct cal_rope bytes; /* VCALENDAR bytes, CRLF, folded */
+    int64_t mtime;         /* newest INTERNALDATE of the messages whose versions it holds */
 };
 
 struct cal_result {
     struct cal_event_file *events; /* sorted by UID (bytewise); malloc'd */
     size_t nevents;
-    char *merged; /* one VCALENDAR with every event; malloc'd */
-    size_t merged_len;
+    struct cal_rope merged; /* one VCALENDAR with every event */
     int64_t merged_mtime;
 };
 
@@ -130,13 +147,18 @@ size_t cal_versions_count(const struct cal_versions *v);
 int cal_versions_save(const struct cal_versions *v, char **out, size_t *len);
 /* NULL when buf is not such bytes (of this build's format). */
 struct cal_versions *cal_versions_load(const char *buf, size_t len, const struct cal_filter *f);
+/* One more reference (the ropes made of v hold one each); returns v. */
+struct cal_versions *cal_versions_ref(struct cal_versions *v);
+/* Drops one reference; the last frees v. */
 void cal_versions_free(struct cal_versions *v);
 
 /*
  * Merges the versions of n messages (any order, any mailboxes) into the
  * resulting event files and merged calendar. Deterministic: the same input
  * set gives the same bytes whatever its order. Returns 0 or -ENOMEM.
- * Free with cal_result_free().
+ * The ropes point into the texts of msgs, and each holds a reference to
+ * the versions it borrows from: they outlive cal_result_free() as long
+ * as their holds do. Free with cal_result_free().
  */
 #define CAL_WANT_EVENTS 1
 #define CAL_WANT_MERGED 2
@@ -144,5 +166,12 @@ int cal_resolve(struct cal_versions *const *msgs, size_t n, const struct cal_fil
                 unsigned want, struct cal_result *out);
 
 void cal_result_free(struct cal_result *r);
+
+/* Frees the hold of a rope (what its segments point into); for blobs. */
+void cal_hold_release(void *hold);
+/* Frees the segments of r and its hold. */
+void cal_rope_free(struct cal_rope *r);
+/* The bytes of r as one malloc'd NUL-terminated string (tests, tools). */
+char *cal_rope_flatten(const struct cal_rope *r);
 
 #endif

@@ -11,6 +11,7 @@
 #include "cal.h"
 
 #include <libical/ical.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,32 @@ void cal_buf_add_text(struct cal_buf *b, const char *text, size_t n);
 /* NUL-terminated contents, or NULL after an allocation failure (freed). */
 char *cal_buf_take(struct cal_buf *b, size_t *len);
 void cal_buf_free(struct cal_buf *b);
+
+/*
+ * A rope being built (cal_rope.c): segments borrowed from static text or
+ * from versions (named with cal_ropeb_from so the rope holds them), and
+ * pieces it owns. On allocation failure oom is set and adds stop.
+ */
+struct cal_ropeb {
+    struct iovec *seg;
+    size_t nseg, capseg, len;
+    char **owned;
+    size_t nowned, capowned;
+    const struct cal_versions **from;
+    size_t nfrom, capfrom;
+    int oom;
+};
+
+/* Borrowed text: static, or from versions named with cal_ropeb_from(). */
+void cal_ropeb_add(struct cal_ropeb *b, const char *s, size_t n);
+void cal_ropeb_adds(struct cal_ropeb *b, const char *s);
+/* New text: the contents of buf are taken over (buf is left empty). */
+void cal_ropeb_own(struct cal_ropeb *b, struct cal_buf *buf);
+/* The rope points into v: it holds a reference to v. */
+void cal_ropeb_from(struct cal_ropeb *b, const struct cal_versions *v);
+/* The rope built so far into out (b is emptied). 0 or -ENOMEM (b freed). */
+int cal_ropeb_take(struct cal_ropeb *b, struct cal_rope *out);
+void cal_ropeb_free(struct cal_ropeb *b);
 
 /* Walks folded text (CRLF or LF) one logical line at a time (RFC 5545
  * §3.1): struct cal_lines l = {text, len, 0, {0}}; ... cal_buf_free(&l.line). */
@@ -103,6 +130,7 @@ struct cal_version {
 };
 
 struct cal_versions {
+    atomic_int refs; /* references besides the first (0 from calloc) */
     char *mailbox;
     uint32_t uid;
     int64_t internaldate;
@@ -189,15 +217,17 @@ struct cal_mergetz;
 struct cal_mergetz *cal_mergetz_new(void); /* NULL on ENOMEM */
 void cal_mergetz_free(struct cal_mergetz *m);
 /* Event ev (numbered in output order, never decreasing) uses tzid, defined
- * by def[0..len) or by nothing (def NULL). 0, -ENOMEM or -EINVAL. */
-int cal_mergetz_use(struct cal_mergetz *m, size_t ev, const char *tzid, const char *def,
-                    size_t len);
+ * by def[0..len) or by nothing (def NULL); def is borrowed from the
+ * versions from (NULL: static). 0, -ENOMEM or -EINVAL. */
+int cal_mergetz_use(struct cal_mergetz *m, size_t ev, const char *tzid, const char *def, size_t len,
+                    const struct cal_versions *from);
 /* Groups the definitions and names the extra ones. 0 or -ENOMEM. */
 int cal_mergetz_resolve(struct cal_mergetz *m);
 /* After resolve: the VTIMEZONEs, sorted by the TZID they carry. */
-void cal_mergetz_add_zones(const struct cal_mergetz *m, struct cal_buf *b);
-/* After resolve: a component of event ev, its TZID parameters renamed. */
-void cal_mergetz_add_comp(const struct cal_mergetz *m, size_t ev, struct cal_buf *b,
-                          const char *text, size_t len);
+void cal_mergetz_add_zones(const struct cal_mergetz *m, struct cal_ropeb *b);
+/* After resolve: a component of event ev, its TZID parameters renamed;
+ * text is borrowed from the versions from, or copied when from is NULL. */
+void cal_mergetz_add_comp(const struct cal_mergetz *m, size_t ev, struct cal_ropeb *b,
+                          const char *text, size_t len, const struct cal_versions *from);
 
 #endif

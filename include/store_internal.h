@@ -150,8 +150,12 @@ void mbox_snap_unref(struct mbox_snap *snap);
 /* snap's merged.ics (a new reference), built the first time; NULL on ENOMEM. */
 struct blob *mbox_snap_merged(struct store *s, struct mbox_snap *snap);
 int store_compare_file(const void *a, const void *b);
-/* Keeps old when data holds the same bytes (frees data); sets *changed otherwise. */
-struct blob *store_reuse_or_new(const struct blob *old, char *data, size_t len, int *changed);
+/* Keeps old when b holds the same bytes (drops b); sets *changed otherwise.
+ * NULL when b is (ENOMEM). */
+struct blob *store_reuse_or_new(const struct blob *old, struct blob *b, int *changed);
+/* A blob of the rope's segments, holding what they point into; r is
+ * emptied. NULL on ENOMEM. */
+struct blob *store_blob_of(struct cal_rope *r);
 /* Reports dir/name (or dir itself when name is NULL) to the change callback. */
 void store_notify(struct store *s, const char *dir, const char *name);
 /* A message's versions, empty, with one reference; NULL on ENOMEM. */

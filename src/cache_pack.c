@@ -115,10 +115,21 @@ static int writer_put(struct cache_writer *w, const void *p, size_t n)
 int cache_writer_add(struct cache_writer *w, uint32_t uid, const char *section, const char *data,
                      size_t len)
 {
+    struct iovec v = {(void *)data, len};
+
+    return cache_writer_addv(w, uid, section, &v, 1);
+}
+
+int cache_writer_addv(struct cache_writer *w, uint32_t uid, const char *section,
+                      const struct iovec *v, size_t nv)
+{
     unsigned char head[RECORD_HEAD];
     uint16_t slen = (uint16_t)strlen(section);
-    uint64_t dlen = len;
-    int rc;
+    uint64_t dlen = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < nv; i++)
+        dlen += v[i].iov_len;
 
     if (w->failed)
         return -EIO;
@@ -131,8 +142,11 @@ int cache_writer_add(struct cache_writer *w, uint32_t uid, const char *section, 
     memcpy(head, &uid, 4);
     memcpy(head + 4, &slen, 2);
     memcpy(head + 6, &dlen, 8);
-    if ((rc = writer_put(w, head, sizeof head)) != 0 || (rc = writer_put(w, section, slen)) != 0 ||
-        (rc = writer_put(w, data, len)) != 0) {
+    if ((rc = writer_put(w, head, sizeof head)) == 0)
+        rc = writer_put(w, section, slen);
+    for (size_t i = 0; rc == 0 && i < nv; i++)
+        rc = writer_put(w, v[i].iov_base, v[i].iov_len);
+    if (rc != 0) {
         w->failed = 1;
         return rc;
     }

@@ -25,7 +25,8 @@ struct cal_mtz_use {
     const char *tzid;
     const char *def; /* VTIMEZONE text, or NULL */
     size_t len;
-    size_t cls; /* index in classes, or CAL_MTZ_NONE (no definition) */
+    const struct cal_versions *from; /* what def is borrowed from, or NULL */
+    size_t cls;                      /* index in classes, or CAL_MTZ_NONE (no definition) */
 };
 
 /* One distinct definition of one TZID. */
@@ -33,6 +34,7 @@ struct cal_mtz_cls {
     const char *tzid;
     const char *def; /* the first text of the class in output order */
     size_t len;
+    const struct cal_versions *from;
     char *sig;  /* normalised text, NULL until needed */
     char *name; /* the new name, NULL when it keeps tzid */
 };
@@ -64,7 +66,8 @@ void cal_mergetz_free(struct cal_mergetz *m)
     free(m);
 }
 
-int cal_mergetz_use(struct cal_mergetz *m, size_t ev, const char *tzid, const char *def, size_t len)
+int cal_mergetz_use(struct cal_mergetz *m, size_t ev, const char *tzid, const char *def, size_t len,
+                    const struct cal_versions *from)
 {
     if (m->nu && ev < m->u[m->nu - 1].ev)
         return -EINVAL; /* events come in output order */
@@ -76,7 +79,7 @@ int cal_mergetz_use(struct cal_mergetz *m, size_t ev, const char *tzid, const ch
         m->u = u;
         m->capu = cap;
     }
-    m->u[m->nu++] = (struct cal_mtz_use){ev, tzid, def, def ? len : 0, CAL_MTZ_NONE};
+    m->u[m->nu++] = (struct cal_mtz_use){ev, tzid, def, def ? len : 0, from, CAL_MTZ_NONE};
     return 0;
 }
 
@@ -302,7 +305,7 @@ static int cal_mtz_add_cls(struct cal_mergetz *m, const struct cal_mtz_use *u, c
         m->c = c;
         m->capc = cap;
     }
-    m->c[m->nc++] = (struct cal_mtz_cls){u->tzid, u->def, u->len, sig, NULL};
+    m->c[m->nc++] = (struct cal_mtz_cls){u->tzid, u->def, u->len, u->from, sig, NULL};
     return 0;
 }
 
@@ -400,14 +403,18 @@ static void cal_mtz_add_renamed_zone(struct cal_buf *b, const struct cal_mtz_cls
     cal_buf_free(&tmp);
 }
 
-void cal_mergetz_add_zones(const struct cal_mergetz *m, struct cal_buf *b)
+void cal_mergetz_add_zones(const struct cal_mergetz *m, struct cal_ropeb *b)
 {
     for (size_t i = 0; i < m->nc; i++) {
         const struct cal_mtz_cls *c = m->order[i];
-        if (c->name)
-            cal_mtz_add_renamed_zone(b, c);
-        else
-            cal_buf_add(b, c->def, c->len);
+        if (c->name) {
+            struct cal_buf t = {0};
+            cal_mtz_add_renamed_zone(&t, c);
+            cal_ropeb_own(b, &t);
+        } else {
+            cal_ropeb_add(b, c->def, c->len);
+            cal_ropeb_from(b, c->from);
+        }
     }
 }
 
@@ -474,8 +481,8 @@ static int cal_mtz_rewrite_params(const struct cal_mergetz *m, size_t u0, size_t
     return changed;
 }
 
-void cal_mergetz_add_comp(const struct cal_mergetz *m, size_t ev, struct cal_buf *b,
-                          const char *text, size_t len)
+void cal_mergetz_add_comp(const struct cal_mergetz *m, size_t ev, struct cal_ropeb *rb,
+                          const char *text, size_t len, const struct cal_versions *from)
 {
     size_t lo = 0, hi = m->nu;
     while (lo < hi) {
@@ -489,14 +496,21 @@ void cal_mergetz_add_comp(const struct cal_mergetz *m, size_t ev, struct cal_buf
     int renamed = 0;
     for (; u1 < m->nu && m->u[u1].ev == ev; u1++)
         renamed |= m->u[u1].cls != CAL_MTZ_NONE && m->c[m->u[u1].cls].name != NULL;
+    if (!renamed && from) {
+        cal_ropeb_add(rb, text, len);
+        cal_ropeb_from(rb, from);
+        return;
+    }
     if (!renamed) {
-        cal_buf_add(b, text, len);
+        struct cal_buf copy = {0};
+        cal_buf_add(&copy, text, len);
+        cal_ropeb_own(rb, &copy);
         return;
     }
     /* Unfold, rewrite, refold at 75 octets; lines without a renamed TZID
      * keep their bytes. */
     struct cal_lines l = {text, len, 0, {0}};
-    struct cal_buf tmp = {0};
+    struct cal_buf tmp = {0}, out = {0}, *b = &out;
     size_t start;
     while (cal_lines_next(&l, &start)) {
         tmp.len = 0;
@@ -509,4 +523,5 @@ void cal_mergetz_add_comp(const struct cal_mergetz *m, size_t ev, struct cal_buf
         b->oom = 1;
     cal_buf_free(&l.line);
     cal_buf_free(&tmp);
+    cal_ropeb_own(rb, &out);
 }

@@ -67,9 +67,16 @@ static void cal_version_clear(struct cal_version *x)
     memset(x, 0, sizeof *x);
 }
 
+struct cal_versions *cal_versions_ref(struct cal_versions *v)
+{
+    if (v)
+        atomic_fetch_add(&v->refs, 1);
+    return v;
+}
+
 void cal_versions_free(struct cal_versions *v)
 {
-    if (!v)
+    if (!v || atomic_fetch_sub(&v->refs, 1) > 0)
         return;
     for (size_t i = 0; i < v->n; i++)
         cal_version_clear(&v->v[i]);

@@ -63,6 +63,7 @@ struct cal_tzuse {
     const char *tzid;
     const char *def; /* VTIMEZONE text, or NULL when none could be found */
     size_t len;
+    const struct cal_versions *from; /* the message def came from; NULL: repaired (static) */
 };
 
 /* One event (UID) on its way to a file. */
@@ -84,15 +85,15 @@ static void cal_ev_free(struct cal_ev *e)
     memset(e, 0, sizeof *e);
 }
 
-static int cal_version_has_tz(const struct cal_version *v, const char *tzid, const char **def,
-                              size_t *len)
+static int cal_version_has_tz(const struct cal_version *v, struct cal_tzuse *u)
 {
     for (size_t i = 0; i < v->ntz; i++) {
-        if (strcmp(v->tzids[i], tzid) == 0) {
+        if (strcmp(v->tzids[i], u->tzid) == 0) {
             if (v->tzdef[i] < 0)
                 return 1;
-            *def = v->msg->vtz[v->tzdef[i]];
-            *len = v->msg->vtz_len[v->tzdef[i]];
+            u->def = v->msg->vtz[v->tzdef[i]];
+            u->len = v->msg->vtz_len[v->tzdef[i]];
+            u->from = v->msg;
             return 2;
         }
     }
@@ -138,7 +139,7 @@ static int cal_ev_zones(struct cal_ev *e, const struct cal_version *const *cance
         struct cal_tzuse *u = &e->tz[t];
         for (size_t k = 0; k < e->ncomps + ncancels && !u->def; k++) {
             const struct cal_version *v = k < e->ncomps ? e->comps[k].v : cancels[k - e->ncomps];
-            cal_version_has_tz(v, u->tzid, &u->def, &u->len);
+            cal_version_has_tz(v, u);
         }
         if (!u->def)
             u->def = cal_tz_repair_text(u->tzid, &u->len);
@@ -334,48 +335,69 @@ out:
     return rc;
 }
 
-static void cal_add_header(struct cal_buf *b)
+static void cal_add_header(struct cal_ropeb *b)
 {
-    cal_buf_adds(b, "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:" CAL_PRODID
-                    "\r\nCALSCALE:GREGORIAN\r\n");
+    cal_ropeb_adds(b, "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:" CAL_PRODID
+                      "\r\nCALSCALE:GREGORIAN\r\n");
+}
+
+/* A component: its version's text (borrowed), or the copy made for it
+ * (EXDATEs added), which the rope gets a copy of: merged.ics may use it too. */
+static void cal_add_comp(struct cal_ropeb *b, const struct cal_out *c)
+{
+    if (c->owned) {
+        struct cal_buf t = {0};
+        cal_buf_add(&t, c->text, c->len);
+        cal_ropeb_own(b, &t);
+    } else {
+        cal_ropeb_add(b, c->text, c->len);
+        cal_ropeb_from(b, c->v->msg);
+    }
 }
 
 /* One event file (SPEC §2): its zones, master first, then overrides. */
-static char *cal_render_event(const struct cal_ev *e, size_t *len)
+static int cal_render_event(const struct cal_ev *e, struct cal_rope *out)
 {
-    struct cal_buf b = {0};
+    struct cal_ropeb b = {0};
     cal_add_header(&b);
-    for (size_t i = 0; i < e->ntz; i++)
-        if (e->tz[i].def)
-            cal_buf_add(&b, e->tz[i].def, e->tz[i].len);
+    for (size_t i = 0; i < e->ntz; i++) {
+        if (e->tz[i].def) {
+            cal_ropeb_add(&b, e->tz[i].def, e->tz[i].len);
+            cal_ropeb_from(&b, e->tz[i].from);
+        }
+    }
     for (size_t i = 0; i < e->ncomps; i++)
-        cal_buf_add(&b, e->comps[i].text, e->comps[i].len);
-    cal_buf_adds(&b, "END:VCALENDAR\r\n");
-    return cal_buf_take(&b, len);
+        cal_add_comp(&b, &e->comps[i]);
+    cal_ropeb_adds(&b, "END:VCALENDAR\r\n");
+    return cal_ropeb_take(&b, out);
 }
 
 /* merged.ics: every event, one VTIMEZONE per TZID definition, zones
  * sorted by TZID (cal_mergetz.c). */
-static char *cal_render_merged(const struct cal_ev *ev, size_t n, size_t *len)
+static int cal_render_merged(const struct cal_ev *ev, size_t n, struct cal_rope *out)
 {
     struct cal_mergetz *m = cal_mergetz_new();
     int ok = m != NULL;
     for (size_t i = 0; ok && i < n; i++)
         for (size_t t = 0; ok && t < ev[i].ntz; t++)
-            ok = cal_mergetz_use(m, i, ev[i].tz[t].tzid, ev[i].tz[t].def, ev[i].tz[t].len) == 0;
+            ok = cal_mergetz_use(m, i, ev[i].tz[t].tzid, ev[i].tz[t].def, ev[i].tz[t].len,
+                                 ev[i].tz[t].from) == 0;
     if (!ok || cal_mergetz_resolve(m) < 0) {
         cal_mergetz_free(m);
-        return NULL;
+        return -ENOMEM;
     }
-    struct cal_buf b = {0};
+    struct cal_ropeb b = {0};
     cal_add_header(&b);
     cal_mergetz_add_zones(m, &b);
-    for (size_t i = 0; i < n; i++)
-        for (size_t c = 0; c < ev[i].ncomps; c++)
-            cal_mergetz_add_comp(m, i, &b, ev[i].comps[c].text, ev[i].comps[c].len);
-    cal_buf_adds(&b, "END:VCALENDAR\r\n");
+    for (size_t i = 0; i < n; i++) {
+        for (size_t c = 0; c < ev[i].ncomps; c++) {
+            const struct cal_out *o = &ev[i].comps[c];
+            cal_mergetz_add_comp(m, i, &b, o->text, o->len, o->owned ? NULL : o->v->msg);
+        }
+    }
+    cal_ropeb_adds(&b, "END:VCALENDAR\r\n");
     cal_mergetz_free(m);
-    return cal_buf_take(&b, len);
+    return cal_ropeb_take(&b, out);
 }
 
 void cal_result_free(struct cal_result *r)
@@ -384,10 +406,10 @@ void cal_result_free(struct cal_result *r)
         return;
     for (size_t i = 0; i < r->nevents; i++) {
         free(r->events[i].uid);
-        free(r->events[i].data);
+        cal_rope_free(&r->events[i].bytes);
     }
     free(r->events);
-    free(r->merged);
+    cal_rope_free(&r->merged);
     memset(r, 0, sizeof *r);
 }
 
@@ -440,17 +462,17 @@ int cal_resolve(struct cal_versions *const *msgs, size_t n, const struct cal_fil
         for (size_t i = 0; i < nev; i++) {
             struct cal_event_file *fe = &out->events[i];
             fe->uid = strdup(ev[i].uid);
-            fe->data = cal_render_event(&ev[i], &fe->len);
+            int rr = cal_render_event(&ev[i], &fe->bytes);
             fe->mtime = ev[i].mtime;
             out->nevents++;
-            if (!fe->uid || !fe->data) {
+            if (!fe->uid || rr < 0) {
                 rc = -ENOMEM;
                 goto out;
             }
         }
     }
     if (want & CAL_WANT_MERGED) {
-        if (!(out->merged = cal_render_merged(ev, nev, &out->merged_len))) {
+        if (cal_render_merged(ev, nev, &out->merged) < 0) {
             rc = -ENOMEM;
             goto out;
         }

@@ -13,6 +13,7 @@
 #include "fsops.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -35,6 +36,9 @@
 
 /* How long the kernel may trust a directory's name (files: 0, see lookup). */
 #define DIR_ENTRY_TIMEOUT 1.0
+/* Most segments a read replies with as they are (fuse_reply_iov adds its
+ * header to them, and a writev takes IOV_MAX); more are copied. */
+#define FSOPS_READ_IOV (IOV_MAX - 1)
 
 /* A path whose kernel entry or attributes must go. */
 struct inval {
@@ -476,13 +480,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 /*
  * Replies straight from the bytes, under a reference of its own: once the
  * kernel has the reply the reader may close the file, and the RELEASE (on
- * another thread) must not free the bytes before fuse_reply_buf() returns.
+ * another thread) must not free the bytes before the reply returns. A
+ * blob is a list of segments (see blob.h): a range of up to IOV_MAX - 1
+ * goes out as they are (one writev, no copy), a range of more (a 1 MiB
+ * read of merged.ics can span more components) is copied into one buffer.
  */
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     struct blob *b = blob_ref(fi_handle(fi)->bytes);
-    size_t n = 0;
+    struct iovec *iov = NULL;
+    size_t n = 0, niov = 0;
+    char *buf;
 
     (void)ino;
     if (off >= 0 && (size_t)off < b->len) {
@@ -490,7 +499,20 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         if (n > size)
             n = size;
     }
-    fuse_reply_buf(req, n ? b->data + off : NULL, n);
+    if (n == 0)
+        fuse_reply_buf(req, NULL, 0);
+    else if (blob_iov(b, (size_t)off, n, &iov, &niov) != 0)
+        fuse_reply_err(req, ENOMEM);
+    else if (niov <= FSOPS_READ_IOV)
+        fuse_reply_iov(req, iov, (int)niov);
+    else if ((buf = malloc(n)) == NULL)
+        fuse_reply_err(req, ENOMEM);
+    else {
+        blob_copy(b, (size_t)off, buf, n);
+        fuse_reply_buf(req, buf, n);
+        free(buf);
+    }
+    free(iov);
     blob_unref(b);
 }
 

@@ -70,11 +70,10 @@ static void usage(FILE *f)
  * then renames it over path: readers see the old file or the new one, never
  * a part. The mode is what a plain create would give (0666 less umask).
  */
-static int write_atomically(const char *path, const char *data, size_t len)
+static int write_atomically(const char *path, const struct blob *data)
 {
     const char *slash = strrchr(path, '/');
     char *tmp = NULL, *dir = NULL;
-    size_t done = 0;
     mode_t mask = umask(0);
     int fd, dfd, rc = 0;
 
@@ -91,17 +90,7 @@ static int write_atomically(const char *path, const char *data, size_t len)
         rc = -errno;
         goto out;
     }
-    while (done < len) {
-        ssize_t n = write(fd, data + done, len - done);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            rc = n < 0 ? -errno : -EIO;
-            break;
-        }
-        done += (size_t)n;
-    }
+    rc = blob_write(data, fd);
     if (rc == 0 && (fchmod(fd, 0666 & ~mask) != 0 || fsync(fd) != 0))
         rc = -errno;
     if (close(fd) != 0 && rc == 0)
@@ -281,10 +270,11 @@ nomem:
  * "Scanning MAILBOX ..." for each mailbox named, each followed by the
  * events of the output that came from it.
  */
-static void report_verbose(char **names, int nnames, const char *data, size_t len)
+static void report_verbose(char **names, int nnames, const struct blob *b)
 {
     struct found *f = NULL;
-    ssize_t n = find_events(data, len, &f);
+    char *data = blob_flatten(b);
+    ssize_t n = data ? find_events(data, b->len, &f) : -1;
 
     for (int i = 0; i < nnames; i++) {
         char *display = name_mailbox_decode(names[i]);
@@ -301,6 +291,7 @@ static void report_verbose(char **names, int nnames, const char *data, size_t le
         free(display);
     }
     found_free(f, n > 0 ? (size_t)n : 0);
+    free(data);
 }
 
 /* Every named mailbox must exist: a typo is an error, not an empty file. */
@@ -482,13 +473,11 @@ int main(int argc, char **argv)
         goto out;
     }
     if (m.verbose)
-        report_verbose(argv + optind + 2, nboxes, merged->data, merged->len);
+        report_verbose(argv + optind + 2, nboxes, merged);
     if (m.output)
-        rc = write_atomically(m.output, merged->data, merged->len);
+        rc = write_atomically(m.output, merged);
     else
-        rc = fwrite(merged->data, 1, merged->len, stdout) == merged->len && fflush(stdout) == 0
-                 ? 0
-                 : -EIO;
+        rc = fflush(stdout) == 0 ? blob_write(merged, STDOUT_FILENO) : -EIO;
     if (rc != 0) {
         fprintf(stderr, "mailbox2ics: writing %s: %s\n", m.output ? m.output : "the output",
                 strerror(-rc));

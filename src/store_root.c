@@ -22,8 +22,7 @@ struct blob *store_empty_calendar(void)
 
     if (cal_resolve(NULL, 0, &none, CAL_WANT_MERGED, &res) != 0)
         return NULL;
-    b = blob_take(res.merged, res.merged_len);
-    res.merged = NULL;
+    b = store_blob_of(&res.merged);
     cal_result_free(&res);
     return b;
 }
@@ -160,9 +159,8 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
     pthread_mutex_lock(&s->lock);
     {
         int changed = 0;
-        struct blob *b = store_reuse_or_new(s->root_merged, res.merged, res.merged_len, &changed);
+        struct blob *b = store_reuse_or_new(s->root_merged, store_blob_of(&res.merged), &changed);
 
-        res.merged = NULL;
         if (b == NULL) {
             pthread_mutex_unlock(&s->lock);
             rc = -ENOMEM;

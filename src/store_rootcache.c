@@ -150,24 +150,26 @@ void store_root_keep(struct store *s, struct tree *t, const unsigned char key[32
 
 void store_root_save(struct store *s)
 {
-    char shelf[32];
+    char shelf[32], tail[ROOT_TAIL];
     struct cache_writer *w;
-    char *rec;
-    size_t len;
+    struct iovec *v;
+    const struct blob *b = s->root_merged;
 
-    if (s->cache == NULL || !s->root_key_ok || s->root_saved || s->root_merged == NULL)
+    if (s->cache == NULL || !s->root_key_ok || s->root_saved || b == NULL)
         return;
-    len = s->root_merged->len + ROOT_TAIL;
-    if ((rec = malloc(len)) == NULL)
+    /* The record is the bytes then the tail: written from the segments, not copied. */
+    if ((v = malloc((b->nseg + 1) * sizeof *v)) == NULL)
         return;
-    memcpy(rec, s->root_merged->data, s->root_merged->len);
-    memcpy(rec + s->root_merged->len, s->root_key, 32);
-    memcpy(rec + s->root_merged->len + 32, &s->root_mtime, 8);
+    memcpy(v, b->seg, b->nseg * sizeof *v);
+    memcpy(tail, s->root_key, 32);
+    memcpy(tail + 32, &s->root_mtime, 8);
+    v[b->nseg].iov_base = tail;
+    v[b->nseg].iov_len = ROOT_TAIL;
     shelf_name(s, shelf, sizeof shelf);
     /* The old record goes first: a crash in between leaves none, never a wrong one. */
     cache_drop_shelf(s->cache, s->root_anchor, s->root_anchor_uv, shelf);
     if ((w = cache_writer_begin(s->cache, s->root_anchor, s->root_anchor_uv, shelf)) != NULL) {
-        int rc = cache_writer_add(w, 1, ROOT_SECTION, rec, len);
+        int rc = cache_writer_addv(w, 1, ROOT_SECTION, v, b->nseg + 1);
 
         /* commit frees w, and refuses what add could not write */
         if (cache_writer_commit(w) == 0 && rc == 0)
@@ -175,7 +177,7 @@ void store_root_save(struct store *s)
     }
     if (!s->root_saved)
         log_warn("cannot save the root merged.ics to the cache");
-    free(rec);
+    free(v);
 }
 
 /* ---- the first read after a mount -------------------------------------- */

@@ -144,14 +144,23 @@ static const struct snap_file *find_file(const struct mbox_snap *snap, const cha
 }
 
 /* Keeps the old blob when the bytes are equal, so unchanged files stay put. */
-struct blob *store_reuse_or_new(const struct blob *old, char *data, size_t len, int *changed)
+struct blob *store_reuse_or_new(const struct blob *old, struct blob *b, int *changed)
 {
-    if (old && old->len == len && memcmp(old->data, data, len) == 0) {
-        free(data);
+    if (b && blob_equal(old, b)) {
+        blob_unref(b);
         return blob_ref((struct blob *)old);
     }
     *changed = 1;
-    return blob_take(data, len);
+    return b;
+}
+
+struct blob *store_blob_of(struct cal_rope *r)
+{
+    struct blob *b = blob_segs(r->seg, r->nseg, cal_hold_release, r->hold);
+
+    free(r->seg);
+    memset(r, 0, sizeof *r);
+    return b;
 }
 
 void store_notify(struct store *s, const char *dir, const char *name)
@@ -202,8 +211,7 @@ static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
             goto out;
         }
         f->mtime = res.events[i].mtime;
-        f->bytes = blob_take(res.events[i].data, res.events[i].len);
-        res.events[i].data = NULL;
+        f->bytes = store_blob_of(&res.events[i].bytes);
         snap->nfiles++;
         if (f->bytes == NULL) {
             rc = -ENOMEM;
@@ -215,7 +223,7 @@ static int render(struct store *s, struct mbox *m, const struct mbox_snap *old,
         const struct snap_file *of = find_file(old, snap->files[i].name);
 
         if (of && blob_equal(of->bytes, snap->files[i].bytes)) {
-            /* Same bytes: share the old buffer, nothing to invalidate. */
+            /* Same bytes: share the old blob, nothing to invalidate. */
             blob_unref(snap->files[i].bytes);
             snap->files[i].bytes = blob_ref(of->bytes);
             continue;
@@ -261,8 +269,7 @@ struct blob *mbox_snap_merged(struct store *s, struct mbox_snap *snap)
         for (size_t i = 0; i < snap->nmsgs; i++)
             vs[i] = snap->msgs[i]->v;
         if (cal_resolve(vs, snap->nmsgs, &s->o->filter, CAL_WANT_MERGED, &res) == 0) {
-            snap->merged = blob_take(res.merged, res.merged_len);
-            res.merged = NULL;
+            snap->merged = store_blob_of(&res.merged);
         }
         cal_result_free(&res);
         free(vs);

@@ -45,10 +45,10 @@ static void test_bare_vevent_is_read(void)
     struct cal_versions *m = tc_file("INBOX", 1, T0, "bare_vevent.ics", NULL, &st);
     CHECK(cal_versions_count(m) == 1);
     CHECK(st.parts == 1 && st.parts_bad == 0 && st.versions == 1);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
     CHECK(r.nevents == 1);
-    const struct cal_event_file *e = tc_event(&r, "bare@example.org");
+    const struct tc_event *e = tc_event(&r, "bare@example.org");
     CHECK(e != NULL);
     if (e) {
         CHECK(tc_format_ok(e->data, e->len));
@@ -57,7 +57,7 @@ static void test_bare_vevent_is_read(void)
         CHECK(e->mtime == T0);
     }
     CHECK(tc_format_ok(r.merged, r.merged_len));
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -77,13 +77,13 @@ static void test_bare_vevent_with_bare_vtimezone(void)
     struct cal_versions *c = msg_ev("INBOX", 2, T0 + 1, "CANCEL", "barez@x",
                                     "RECURRENCE-ID:20260310T050000Z", 1, "20260102T000000Z", "x");
     struct cal_versions *all[2] = {m, c};
-    struct cal_result r;
-    CHECK(cal_resolve(all, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(all, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1 && tc_has(r.events[0].data, r.events[0].len, "TZNAME:LAB"));
-    cal_result_free(&r);
-    CHECK(cal_resolve(all, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    tc_result_free(&r);
+    CHECK(tc_resolve(all, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 0);
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(all, 2);
 }
 
@@ -91,8 +91,8 @@ static void test_two_vcalendars_in_one_part(void)
 {
     struct cal_versions *m = tc_file("INBOX", 1, T0, "two_calendars.ics", NULL, NULL);
     CHECK(cal_versions_count(m) == 2);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
     CHECK(r.nevents == 2);
     if (r.nevents == 2) {
         CHECK_STR(r.events[0].uid, "first@example.org");
@@ -102,7 +102,7 @@ static void test_two_vcalendars_in_one_part(void)
     CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VCALENDAR") == 1);
     CHECK(tc_pos(r.merged, r.merged_len, "SUMMARY:First") <
           tc_pos(r.merged, r.merged_len, "SUMMARY:Second"));
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -114,13 +114,13 @@ static void test_folded_lines_crlf_and_no_final_newline(void)
                       "END:VEVENT\r\nEND:VCALENDAR";
     struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
     CHECK(cal_versions_count(m) == 1);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1)
         CHECK(tc_has(r.events[0].data, r.events[0].len,
                      "SUMMARY:A summary that was folded by the sender\r\n"));
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -143,11 +143,11 @@ static void test_duplicate_in_one_message_counts_once(void)
           0);
     CHECK(cal_versions_count(m) == 1);
     CHECK(st.parts == 2 && st.versions == 1);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
     CHECK(r.nevents == 1);
     CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VEVENT") == 1);
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -172,15 +172,15 @@ static void test_identical_part_twice_same_result(void)
     CHECK(cal_versions_add_part(m, bad, strlen(bad), NULL, &st, err, sizeof err) == -EINVAL);
     CHECK(cal_versions_add_part(m, bad, strlen(bad), NULL, &st, err, sizeof err) == -EINVAL);
     CHECK(st.parts == 4 && st.parts_bad == 2 && cal_versions_count(m) == 1);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1 && tc_count(r.events[0].data, r.events[0].len, "BEGIN:VEVENT") == 1);
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
 /* The SUMMARY the single event of r ends up with. */
-static int summary_is(const struct cal_result *r, const char *want)
+static int summary_is(const struct tc_result *r, const char *want)
 {
     char line[128];
     snprintf(line, sizeof line, "\r\nSUMMARY:%s\r\n", want);
@@ -194,12 +194,12 @@ static void test_higher_sequence_wins(void)
         msg_ev("INBOX", 1, T0 + 100, "REQUEST", "s@x", "", 2, "20260101T000000Z", "two"),
         msg_ev("INBOX", 2, T0 + 200, "REQUEST", "s@x", "", 1, "20260102T000000Z", "one"),
     };
-    struct cal_result r;
-    CHECK(cal_resolve(m, 3, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 3, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(summary_is(&r, "two"));
     /* mtime is the message the file holds, not the newest one seen. */
     CHECK(r.nevents == 1 && r.events[0].mtime == T0 + 100);
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 3);
 }
 
@@ -209,10 +209,10 @@ static void test_dtstamp_breaks_sequence_tie(void)
         msg_ev("INBOX", 2, T0 + 200, "REQUEST", "d@x", "", 1, "20260101T000000Z", "old"),
         msg_ev("INBOX", 1, T0 + 100, "REQUEST", "d@x", "", 1, "20260105T000000Z", "new"),
     };
-    struct cal_result r;
-    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(summary_is(&r, "new"));
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 2);
 }
 
@@ -223,10 +223,10 @@ static void test_later_message_breaks_tie(void)
         msg_ev("INBOX", 9, T0 + 100, "REQUEST", "l@x", "", 1, st, "earlier"),
         msg_ev("INBOX", 1, T0 + 200, "REQUEST", "l@x", "", 1, st, "later"),
     };
-    struct cal_result r;
-    CHECK(cal_resolve(a, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(a, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(summary_is(&r, "later"));
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(a, 2);
 
     /* Same INTERNALDATE: the higher IMAP UID; then the mailbox name. */
@@ -234,17 +234,17 @@ static void test_later_message_breaks_tie(void)
         msg_ev("INBOX", 5, T0, "REQUEST", "l@x", "", 1, st, "uid5"),
         msg_ev("INBOX", 4, T0, "REQUEST", "l@x", "", 1, st, "uid4"),
     };
-    CHECK(cal_resolve(b, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(tc_resolve(b, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(summary_is(&r, "uid5"));
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(b, 2);
     struct cal_versions *c[2] = {
         msg_ev("Archive", 5, T0, "REQUEST", "l@x", "", 1, st, "archive"),
         msg_ev("INBOX", 5, T0, "REQUEST", "l@x", "", 1, st, "inbox"),
     };
-    CHECK(cal_resolve(c, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(tc_resolve(c, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(summary_is(&r, "inbox"));
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(c, 2);
 }
 
@@ -257,13 +257,13 @@ static void test_cancel_removes_event(void)
         msg_ev("INBOX", 3, T0 + 200, "CANCEL", "c@x", "", 1, "20260102T000000Z", "meeting"),
         msg_ev("INBOX", 4, T0 + 50, "REQUEST", "other@x", "", 0, "20260101T000000Z", "other"),
     };
-    struct cal_result r;
-    CHECK(cal_resolve(m, 4, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 4, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
     CHECK(r.nevents == 1);
     CHECK(tc_event(&r, "c@x") == NULL);
     CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VEVENT") == 1);
     CHECK(!tc_has(r.merged, r.merged_len, "UID:c@x"));
-    cal_result_free(&r);
+    tc_result_free(&r);
 
     /* An occurrence re-sent after the cancel (higher SEQUENCE) stays, as
      * an event of its own; the cancel changed that file, so it dates it. */
@@ -271,15 +271,15 @@ static void test_cancel_removes_event(void)
         msg_ev("INBOX", 5, T0 + 150, "REQUEST", "c@x", "RECURRENCE-ID:20260324T100000Z", 2,
                "20260101T000000Z", "re-invited");
     struct cal_versions *all[5] = {m[0], m[1], m[2], m[3], later};
-    CHECK(cal_resolve(all, 5, NULL, CAL_WANT_EVENTS, &r) == 0);
-    const struct cal_event_file *e = tc_event(&r, "c@x");
+    CHECK(tc_resolve(all, 5, NULL, CAL_WANT_EVENTS, &r) == 0);
+    const struct tc_event *e = tc_event(&r, "c@x");
     CHECK(e != NULL);
     if (e) {
         CHECK(tc_count(e->data, e->len, "BEGIN:VEVENT") == 1);
         CHECK(tc_has(e->data, e->len, "SUMMARY:re-invited"));
         CHECK(e->mtime == T0 + 200);
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(all, 5);
 }
 
@@ -289,11 +289,59 @@ static void test_cancel_loses_to_newer_request(void)
         msg_ev("INBOX", 1, T0 + 100, "CANCEL", "n@x", "", 1, "20260102T000000Z", "x"),
         msg_ev("INBOX", 2, T0 + 200, "REQUEST", "n@x", "", 2, "20260103T000000Z", "back"),
     };
-    struct cal_result r;
-    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(summary_is(&r, "back"));
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 2);
+}
+
+/* Where in r the segment starting with prefix is, or NULL. */
+static const struct iovec *rope_seg(const struct cal_rope *r, const char *prefix)
+{
+    for (size_t i = 0; i < r->nseg; i++)
+        if (r->seg[i].iov_len >= strlen(prefix) &&
+            memcmp(r->seg[i].iov_base, prefix, strlen(prefix)) == 0)
+            return &r->seg[i];
+    return NULL;
+}
+
+/*
+ * Files are ropes over the versions' texts: a component is the same
+ * memory in its event file and in merged.ics (no copies), and each rope
+ * holds the versions it points into, so it reads the same after the
+ * caller dropped them (ASan and valgrind see it if not). The EXDATE'd
+ * master is new text, owned by the rope.
+ */
+static void test_ropes_borrow_and_hold_their_versions(void)
+{
+    struct cal_versions *m[3] = {
+        tc_file("INBOX", 1, T0 + 100, "google_series.ics", NULL, NULL),
+        tc_file("INBOX", 2, T0 + 500, "google_cancel_occurrence.ics", NULL, NULL),
+        msg_ev("INBOX", 3, T0 + 300, "REQUEST", "plain@x", "", 0, "20260102T000000Z", "plain"),
+    };
+    struct tc_result ref;
+    struct cal_result r;
+    CHECK(tc_resolve(m, 3, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &ref) == 0);
+    CHECK(cal_resolve(m, 3, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    tc_free_all(m, 3);
+    CHECK(r.nevents == 2 && ref.nevents == 2);
+    for (size_t i = 0; i < r.nevents && i < ref.nevents; i++) {
+        char *flat = cal_rope_flatten(&r.events[i].bytes);
+        CHECK(flat && r.events[i].bytes.len == ref.events[i].len &&
+              memcmp(flat, ref.events[i].data, ref.events[i].len) == 0);
+        free(flat);
+    }
+    char *merged = cal_rope_flatten(&r.merged);
+    CHECK(merged && r.merged.len == ref.merged_len &&
+          memcmp(merged, ref.merged, ref.merged_len) == 0);
+    free(merged);
+    const struct iovec *in_file =
+        r.nevents == 2 ? rope_seg(&r.events[0].bytes, "BEGIN:VEVENT") : NULL;
+    const struct iovec *in_merged = rope_seg(&r.merged, "BEGIN:VEVENT");
+    CHECK(in_file && in_merged && in_file->iov_base == in_merged->iov_base);
+    cal_result_free(&r);
+    tc_result_free(&ref);
 }
 
 static void test_cancel_removes_occurrence(void)
@@ -303,9 +351,9 @@ static void test_cancel_removes_occurrence(void)
         tc_file("INBOX", 2, T0 + 500, "google_cancel_occurrence.ics", NULL, NULL),
     };
     CHECK(cal_versions_count(m[0]) == 2 && cal_versions_count(m[1]) == 1);
-    struct cal_result r;
-    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
-    const struct cal_event_file *e = tc_event(&r, "standup-7f3a9c@google.com");
+    struct tc_result r;
+    CHECK(tc_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    const struct tc_event *e = tc_event(&r, "standup-7f3a9c@google.com");
     CHECK(r.nevents == 1 && e);
     if (e) {
         CHECK(tc_format_ok(e->data, e->len));
@@ -314,14 +362,14 @@ static void test_cancel_removes_occurrence(void)
         CHECK(!tc_has(e->data, e->len, "STATUS:CANCELLED"));
         CHECK(e->mtime == T0 + 500); /* the cancel changed the file */
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
 
     /* Cancelling the moved occurrence drops the override too. */
     struct cal_versions *c =
         msg_ev("INBOX", 3, T0 + 600, "CANCEL", "standup-7f3a9c@google.com",
                "RECURRENCE-ID;TZID=Europe/Berlin:20260112T093000", 2, "20260116T000000Z", "x");
     struct cal_versions *all[3] = {m[0], m[1], c};
-    CHECK(cal_resolve(all, 3, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(tc_resolve(all, 3, NULL, CAL_WANT_EVENTS, &r) == 0);
     e = tc_event(&r, "standup-7f3a9c@google.com");
     CHECK(e != NULL);
     if (e) {
@@ -331,7 +379,7 @@ static void test_cancel_removes_occurrence(void)
         CHECK(tc_has(e->data, e->len, "EXDATE;TZID=Europe/Berlin:20260119T093000\r\n"));
         CHECK(tc_count(e->data, e->len, "BEGIN:VTIMEZONE") == 1);
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
 
     /* The organizer's updated master already excludes it: no second EXDATE. */
     const char *upd = "BEGIN:VCALENDAR\nMETHOD:REQUEST\nBEGIN:VEVENT\nUID:ex2@x\n"
@@ -342,10 +390,10 @@ static void test_cancel_removes_occurrence(void)
         msg_ev("INBOX", 11, T0 + 700, "CANCEL", "ex2@x", "RECURRENCE-ID:20260119T093000Z", 1,
                "20260115T000000Z", "x"),
     };
-    CHECK(cal_resolve(twice, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(tc_resolve(twice, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     e = tc_event(&r, "ex2@x");
     CHECK(e && tc_count(e->data, e->len, "EXDATE:20260119T093000Z\r\n") == 1);
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(twice, 2);
     tc_free_all(all, 3);
 }
@@ -360,11 +408,11 @@ static void test_reply_creates_nothing(void)
         char err[64];
         CHECK(cal_versions_add_part(m, ics, strlen(ics), NULL, &st, err, sizeof err) == 0);
         CHECK(cal_versions_count(m) == 0 && st.parts_bad == 0);
-        struct cal_result r;
-        CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+        struct tc_result r;
+        CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
         CHECK(r.nevents == 0 && !tc_has(r.merged, r.merged_len, "VEVENT"));
         CHECK(tc_format_ok(r.merged, r.merged_len));
-        cal_result_free(&r);
+        tc_result_free(&r);
         cal_versions_free(m);
         free(ics);
     }
@@ -377,15 +425,15 @@ static void test_override_without_master_is_own_file_then_joins(void)
                "20260105T000000Z", "just this one"),
         NULL,
     };
-    struct cal_result r;
-    CHECK(cal_resolve(m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1) {
         CHECK_STR(r.events[0].uid, "o@x");
         CHECK(tc_count(r.events[0].data, r.events[0].len, "BEGIN:VEVENT") == 1);
         CHECK(tc_has(r.events[0].data, r.events[0].len, "RECURRENCE-ID:20260317T100000Z"));
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
 
     /* The master arrives later (and is older by SEQUENCE: no matter, another key). */
     char *ics = ev("REQUEST", "o@x", "", 0, "20260101T000000Z", "series");
@@ -393,7 +441,7 @@ static void test_override_without_master_is_own_file_then_joins(void)
     char *full = malloc(4096);
     snprintf(full, 4096, "%.*sRRULE:FREQ=WEEKLY;COUNT=5\n%s", (int)(rr - ics), ics, rr);
     m[1] = tc_msg("INBOX", 3, T0 + 300, full, NULL, NULL);
-    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(tc_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1) {
         const char *d = r.events[0].data;
@@ -402,7 +450,7 @@ static void test_override_without_master_is_own_file_then_joins(void)
         CHECK(tc_pos(d, n, "SUMMARY:series") < tc_pos(d, n, "SUMMARY:just this one"));
         CHECK(r.events[0].mtime == T0 + 300);
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 2);
     free(ics);
     free(full);
@@ -439,9 +487,9 @@ static void test_vtimezone_exactly_those_used(void)
     struct cal_stats st = {0};
     struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, &st);
     CHECK(cal_versions_count(m) == 3 && st.warnings == 0);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
-    const struct cal_event_file *e = tc_event(&r, "tz@x");
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    const struct tc_event *e = tc_event(&r, "tz@x");
     CHECK(e != NULL);
     if (e) {
         CHECK(tc_format_ok(e->data, e->len));
@@ -461,7 +509,7 @@ static void test_vtimezone_exactly_those_used(void)
     CHECK(e && tc_count(e->data, e->len, "BEGIN:VTIMEZONE") == 1 &&
           tc_has(e->data, e->len, "TZID:Zone B\r\n"));
     CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VTIMEZONE") == 3);
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -479,22 +527,22 @@ static void test_merged_one_vtimezone_per_tzid(void)
     snprintf(ics2, sizeof ics2, "BEGIN:VCALENDAR\nVERSION:2.0\n%s%sEND:VCALENDAR\n", z2, e2);
     struct cal_versions *m[2] = {tc_msg("INBOX", 1, T0, ics1, NULL, NULL),
                                  tc_msg("Other", 1, T0, ics2, NULL, NULL)};
-    struct cal_result r;
-    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 2, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
     CHECK(r.nevents == 2);
     CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VTIMEZONE") == 1);
     /* a-event@x comes first in the output, so its sender's definition wins. */
     CHECK(tc_has(r.merged, r.merged_len, "TZNAME:SECOND"));
     CHECK(!tc_has(r.merged, r.merged_len, "TZNAME:FIRST"));
     /* Each event file keeps its own sender's zone. */
-    const struct cal_event_file *b = tc_event(&r, "b-event@x");
+    const struct tc_event *b = tc_event(&r, "b-event@x");
     CHECK(b && tc_has(b->data, b->len, "TZNAME:FIRST"));
     CHECK(tc_format_ok(r.merged, r.merged_len));
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 2);
 }
 
-static int same_result(const struct cal_result *a, const struct cal_result *b)
+static int same_result(const struct tc_result *a, const struct tc_result *b)
 {
     if (a->nevents != b->nevents || a->merged_len != b->merged_len ||
         memcmp(a->merged, b->merged, a->merged_len) != 0 || a->merged_mtime != b->merged_mtime)
@@ -520,8 +568,8 @@ static void test_output_deterministic_under_permutation(void)
         msg_ev("B", 1, T0, "REQUEST", "tie@x", "", 1, "20260101T000000Z", "b"),
         msg_ev("B", 2, T0, "CANCEL", "first@example.org", "", 1, "20260101T000000Z", "c"),
     };
-    struct cal_result ref;
-    CHECK(cal_resolve(m, N, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &ref) == 0);
+    struct tc_result ref;
+    CHECK(tc_resolve(m, N, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &ref) == 0);
     CHECK(ref.nevents == 4);
     unsigned seed = 12345;
     for (int round = 0; round < 40; round++) {
@@ -534,12 +582,12 @@ static void test_output_deterministic_under_permutation(void)
             p[i] = p[j];
             p[j] = t;
         }
-        struct cal_result r;
-        CHECK(cal_resolve(p, N, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+        struct tc_result r;
+        CHECK(tc_resolve(p, N, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
         CHECK(same_result(&ref, &r));
-        cal_result_free(&r);
+        tc_result_free(&r);
     }
-    cal_result_free(&ref);
+    tc_result_free(&ref);
     tc_free_all(m, N);
 }
 
@@ -554,8 +602,8 @@ static void test_no_method_in_output_and_crlf_folding(void)
              "SUMMARY:%s\nEND:VEVENT\nEND:VCALENDAR\n",
              summary);
     struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1) {
         CHECK(tc_format_ok(r.events[0].data, r.events[0].len));
@@ -565,7 +613,7 @@ static void test_no_method_in_output_and_crlf_folding(void)
         CHECK(tc_has(r.events[0].data, r.events[0].len, want));
     }
     CHECK(tc_format_ok(r.merged, r.merged_len));
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -576,8 +624,8 @@ static void test_source_url_added_once(void)
                       "BEGIN:VALARM\nACTION:DISPLAY\nTRIGGER:-PT5M\nEND:VALARM\n"
                       "END:VEVENT\n";
     struct cal_versions *m = tc_msg("Team/Cal", 42, T0, ics, NULL, NULL);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1) {
         const char *d = r.events[0].data;
@@ -587,7 +635,7 @@ static void test_source_url_added_once(void)
                      "\r\nX-IMAPCALFS-SOURCE:imap://alice@imap.example.org/Team/Cal;"
                      "UIDVALIDITY=7/;UID=42\r\nBEGIN:VALARM\r\n"));
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -602,15 +650,15 @@ static void test_source_url_cannot_inject_lines(void)
     struct cal_versions *m = cal_versions_new(&o);
     char err[64];
     CHECK(cal_versions_add_part(m, ics, strlen(ics), NULL, NULL, err, sizeof err) == 1);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1) {
         CHECK(tc_count(r.events[0].data, r.events[0].len, "\nBEGIN:VEVENT") == 1);
         CHECK(!tc_has(r.events[0].data, r.events[0].len, "\nUID:evil"));
         CHECK(tc_format_ok(r.events[0].data, r.events[0].len));
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -620,14 +668,14 @@ static void test_x_lic_error_stripped(void)
                       "DTSTAMP:20260101T000000Z\nDTSTART:20260310T100000Z\nDTEND:notadate\n"
                       "FOO BAR\nX-FOO;BAD PARAM:1\nSUMMARY:still here\nEND:VEVENT\nEND:VCALENDAR\n";
     struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1) {
         CHECK(!tc_has(r.events[0].data, r.events[0].len, "X-LIC-ERROR"));
         CHECK(tc_has(r.events[0].data, r.events[0].len, "SUMMARY:still here"));
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -753,16 +801,16 @@ static void test_components_filter(void)
     struct cal_filter f = {.kinds = CAL_VEVENT | CAL_VTODO};
     struct cal_versions *m2 = tc_msg("INBOX", 1, T0, ics, &f, NULL);
     CHECK(cal_versions_count(m2) == 2);
-    struct cal_result r;
-    CHECK(cal_resolve(&m2, 1, &f, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m2, 1, &f, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 2 && tc_event(&r, "todo@x") && tc_event(&r, "ev@x"));
-    const struct cal_event_file *t = tc_event(&r, "todo@x");
+    const struct tc_event *t = tc_event(&r, "todo@x");
     CHECK(t && tc_has(t->data, t->len, "BEGIN:VTODO\r\n") && tc_format_ok(t->data, t->len));
-    cal_result_free(&r);
+    tc_result_free(&r);
     /* Resolving with VEVENT only leaves the task out. */
-    CHECK(cal_resolve(&m2, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(tc_resolve(&m2, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1 && tc_event(&r, "ev@x"));
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
     cal_versions_free(m2);
 }
@@ -775,13 +823,13 @@ static void test_mtime_is_newest_message_held(void)
                "20260101T000000Z", "override"),
         msg_ev("INBOX", 3, T0 + 200, "REQUEST", "other@x", "", 0, "20260101T000000Z", "o"),
     };
-    struct cal_result r;
-    CHECK(cal_resolve(m, 3, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
-    const struct cal_event_file *e = tc_event(&r, "mt@x"), *o = tc_event(&r, "other@x");
+    struct tc_result r;
+    CHECK(tc_resolve(m, 3, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    const struct tc_event *e = tc_event(&r, "mt@x"), *o = tc_event(&r, "other@x");
     CHECK(e && e->mtime == T0 + 300);
     CHECK(o && o->mtime == T0 + 200);
     CHECK(r.merged_mtime == T0 + 300);
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 3);
 }
 
@@ -805,15 +853,15 @@ static void test_invalid_utf8_and_nul_made_valid(void)
                          "SUMMARY:Caf\xc3\xa9\nEND:VEVENT\n";
     CHECK(cal_versions_add_part(m, clean, sizeof clean - 1, NULL, &st, err, sizeof err) == 1);
     CHECK(st.parts == 3 && st.warnings == 2);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 3);
     if (r.nevents == 3) {
         CHECK(tc_format_ok(r.events[0].data, r.events[0].len));
         CHECK(tc_has(r.events[0].data, r.events[0].len,
                      "SUMMARY:caf\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd name \xc3\xa9\r\n"));
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 
@@ -823,8 +871,8 @@ static void test_missing_uid_gets_stable_one(void)
                       "SUMMARY:no uid\nEND:VEVENT\n";
     struct cal_versions *m[2] = {tc_msg("INBOX", 1, T0, ics, NULL, NULL),
                                  tc_msg("INBOX", 2, T0, ics, NULL, NULL)};
-    struct cal_result r;
-    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1) {
         CHECK(strncmp(r.events[0].uid, "imapcalfs-", 10) == 0);
@@ -832,7 +880,7 @@ static void test_missing_uid_gets_stable_one(void)
         snprintf(line, sizeof line, "\r\nUID:%s\r\n", r.events[0].uid);
         CHECK(tc_has(r.events[0].data, r.events[0].len, line));
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 2);
 }
 
@@ -846,8 +894,8 @@ static void test_output_parses_with_python_icalendar(void)
         tc_file("Work", 1, T0 + 100, "outlook_request.ics", NULL, NULL),
         tc_file("Work", 2, T0 + 100, "two_calendars.ics", NULL, NULL),
     };
-    struct cal_result r;
-    CHECK(cal_resolve(m, 4, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 4, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
     char path[] = "/tmp/test_cal_XXXXXX";
     int fd = mkstemp(path);
     CHECK(fd >= 0);
@@ -867,7 +915,7 @@ static void test_output_parses_with_python_icalendar(void)
         CHECK(st == 0);
         unlink(path);
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 4);
 }
 
@@ -886,6 +934,7 @@ int main(void)
     RUN(test_cancel_removes_event);
     RUN(test_cancel_loses_to_newer_request);
     RUN(test_cancel_removes_occurrence);
+    RUN(test_ropes_borrow_and_hold_their_versions);
     RUN(test_reply_creates_nothing);
     RUN(test_override_without_master_is_own_file_then_joins);
     RUN(test_vtimezone_exactly_those_used);

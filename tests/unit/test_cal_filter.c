@@ -90,9 +90,9 @@ static char *evx(const char *uid, const char *start, const char *end, const char
 static void kept(struct cal_versions **m, size_t n, const struct cal_filter *f, char *out,
                  size_t outlen)
 {
-    struct cal_result r;
+    struct tc_result r;
     out[0] = '\0';
-    if (cal_resolve(m, n, f, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) != 0) {
+    if (tc_resolve(m, n, f, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) != 0) {
         snprintf(out, outlen, "(error)");
         return;
     }
@@ -103,7 +103,7 @@ static void kept(struct cal_versions **m, size_t n, const struct cal_filter *f, 
     }
     if (tc_count(r.merged, r.merged_len, "BEGIN:VEVENT") < (int)r.nevents)
         snprintf(out, outlen, "(merged lacks events)");
-    cal_result_free(&r);
+    tc_result_free(&r);
 }
 
 static void test_match_filter(void)
@@ -272,8 +272,8 @@ static void test_privacy_busy(void)
 {
     struct cal_filter f = {.privacy_busy = 1};
     struct cal_versions *m = tc_file("INBOX", 1, T0, "outlook_request.ics", &f, NULL);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, &f, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, &f, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1) {
         const char *d = r.events[0].data;
@@ -293,7 +293,7 @@ static void test_privacy_busy(void)
         CHECK(tc_has(d, n, "X-IMAPCALFS-SOURCE:"));
         CHECK(tc_has(d, n, "BEGIN:VTIMEZONE"));
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
 }
 

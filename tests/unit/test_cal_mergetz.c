@@ -74,9 +74,9 @@ static char *request(const char *vtz, const char *uid, const char *tzparam, cons
 /* Merges the messages; returns merged.ics (caller frees) and checks its format. */
 static char *merge(struct cal_versions **m, size_t n, size_t *len)
 {
-    struct cal_result r;
+    struct tc_result r;
     char *out = NULL;
-    if (cal_resolve(m, n, NULL, CAL_WANT_MERGED | CAL_WANT_EVENTS, &r) != 0)
+    if (tc_resolve(m, n, NULL, CAL_WANT_MERGED | CAL_WANT_EVENTS, &r) != 0)
         return NULL;
     if (!tc_format_ok(r.merged, r.merged_len))
         fprintf(stderr, "  merged.ics format\n");
@@ -86,7 +86,7 @@ static char *merge(struct cal_versions **m, size_t n, size_t *len)
         memcpy(out, r.merged, r.merged_len + 1);
         *len = r.merged_len;
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     return out;
 }
 
@@ -171,14 +171,14 @@ static void test_two_definitions_of_one_tzid_get_two_zones(void)
     CHECK(out && tc_has(out, len, "DTSTART;TZID=" CTZ " ("));
     free(out);
     /* Event files keep the sender's name and definition. */
-    struct cal_result r;
-    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0 && r.nevents == 2);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0 && r.nevents == 2);
     for (size_t i = 0; i < r.nevents; i++) {
         CHECK(tc_has(r.events[i].data, r.events[i].len, "DTSTART;TZID=" CTZ ":20260312T"));
         CHECK(tc_has(r.events[i].data, r.events[i].len, "\r\nTZID:" CTZ "\r\n"));
         CHECK(!tc_has(r.events[i].data, r.events[i].len, CTZ " ("));
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 2);
     free(a);
     free(b);
@@ -208,11 +208,11 @@ static void test_identical_definitions_give_one_zone(void)
     /* The third sender's text differs (its event file shows it); the
      * merge kept the first one in output order. */
     CHECK(out && !tc_has(out, len, "TZNAME:CEST"));
-    struct cal_result r;
-    CHECK(cal_resolve(m, 3, NULL, CAL_WANT_EVENTS, &r) == 0 && r.nevents == 3);
-    const struct cal_event_file *third = tc_event(&r, "three@x");
+    struct tc_result r;
+    CHECK(tc_resolve(m, 3, NULL, CAL_WANT_EVENTS, &r) == 0 && r.nevents == 3);
+    const struct tc_event *third = tc_event(&r, "three@x");
     CHECK(third && tc_has(third->data, third->len, "TZNAME:CEST"));
-    cal_result_free(&r);
+    tc_result_free(&r);
     free(out);
     tc_free_all(m, 3);
     free(a);

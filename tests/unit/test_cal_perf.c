@@ -76,20 +76,20 @@ static double run(int n, const struct cal_filter *f, size_t want_events)
             return -1;
     }
     double t1 = now();
-    struct cal_result r;
-    int rc = cal_resolve(m, (size_t)nmsg, f, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r);
+    struct tc_result r;
+    int rc = tc_resolve(m, (size_t)nmsg, f, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r);
     double t2 = now();
     int ok = rc == 0 && r.nevents == want_events;
     if (ok && r.nevents) {
         /* updated events carry SEQUENCE:1 */
-        const struct cal_event_file *e = tc_event(&r, "perf-10@example.org");
+        const struct tc_event *e = tc_event(&r, "perf-10@example.org");
         ok = (!e || tc_has(e->data, e->len, "SEQUENCE:1\r\n")) &&
              tc_format_ok(r.merged, r.merged_len);
     }
     printf("  %d invitations (+%d updates): parse %.3f s, resolve %.3f s, %zu events, "
            "merged %zu bytes\n",
            n, nmsg - n, t1 - t0, t2 - t1, r.nevents, r.merged_len);
-    cal_result_free(&r);
+    tc_result_free(&r);
     for (int i = 0; i < nmsg; i++)
         cal_versions_free(m[i]);
     free(m);

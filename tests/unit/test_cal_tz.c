@@ -35,14 +35,14 @@ static char *tz_event(const char *uid, const char *tzparam, const char *vtimezon
 static char *one_event(const char *ics, struct cal_stats *st)
 {
     struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, st);
-    struct cal_result r;
+    struct tc_result r;
     char *out = NULL;
-    if (cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0 && r.nevents == 1) {
+    if (tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0 && r.nevents == 1) {
         if (!tc_format_ok(r.events[0].data, r.events[0].len))
             fprintf(stderr, "  bad format\n");
         out = tc_unfold(r.events[0].data, r.events[0].len);
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
     return out;
 }
@@ -157,8 +157,8 @@ static void test_every_windows_zone_has_a_vtimezone(void)
     snprintf(ics + len, cap - len, "END:VCALENDAR\n");
     struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, &st);
     CHECK(cal_versions_count(m) == n);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS | CAL_WANT_MERGED, &r) == 0);
     for (size_t i = 0; i < r.nevents; i++) {
         if (tc_count(r.events[i].data, r.events[i].len, "BEGIN:VTIMEZONE") != 1) {
             fprintf(stderr, "  no zone for %s\n", tzwin_id(i));
@@ -167,7 +167,7 @@ static void test_every_windows_zone_has_a_vtimezone(void)
     }
     CHECK(missing == 0 && st.warnings == 0);
     CHECK(tc_count(r.merged, r.merged_len, "BEGIN:VTIMEZONE") == (int)n);
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
     free(ics);
 }
@@ -188,8 +188,8 @@ static void test_repaired_zones_load_in_python_icalendar(void)
                                 i, tzwin_id(i));
     snprintf(ics + len, cap - len, "END:VCALENDAR\n");
     struct cal_versions *m = tc_msg("INBOX", 1, T0, ics, NULL, NULL);
-    struct cal_result r;
-    CHECK(cal_resolve(&m, 1, NULL, CAL_WANT_MERGED, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_MERGED, &r) == 0);
     char path[] = "/tmp/test_cal_tz_XXXXXX";
     int fd = mkstemp(path);
     CHECK(fd >= 0);
@@ -213,7 +213,7 @@ static void test_repaired_zones_load_in_python_icalendar(void)
         CHECK(system(cmd) == 0);
         unlink(path);
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     cal_versions_free(m);
     free(ics);
 }
@@ -296,14 +296,14 @@ static void rid_across_zones(const char *tzid, const char *vtimezone)
              "RECURRENCE-ID:20260112T083000Z\nEND:VEVENT\nEND:VCALENDAR\n");
     struct cal_versions *m[2] = {tc_msg("INBOX", 1, T0, master, NULL, NULL),
                                  tc_msg("INBOX", 2, T0 + 10, cancel, NULL, NULL)};
-    struct cal_result r;
-    CHECK(cal_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(m, 2, NULL, CAL_WANT_EVENTS, &r) == 0);
     CHECK(r.nevents == 1);
     if (r.nevents == 1) {
         CHECK(!tc_has(r.events[0].data, r.events[0].len, "SUMMARY:moved"));
         CHECK(tc_has(r.events[0].data, r.events[0].len, "EXDATE:20260112T083000Z\r\n"));
     }
-    cal_result_free(&r);
+    tc_result_free(&r);
     tc_free_all(m, 2);
 }
 

@@ -80,7 +80,80 @@ static inline void tc_free_all(struct cal_versions **m, size_t n)
         cal_versions_free(m[i]);
 }
 
-static inline const struct cal_event_file *tc_event(const struct cal_result *r, const char *uid)
+/* An event file of a tc_result: its rope's bytes flattened. */
+struct tc_event {
+    char *uid;
+    char *data; /* NUL-terminated */
+    size_t len;
+    int64_t mtime;
+};
+
+/* A cal_result with every rope flattened, for reading in tests. */
+struct tc_result {
+    struct tc_event *events;
+    size_t nevents;
+    char *merged; /* NULL unless CAL_WANT_MERGED */
+    size_t merged_len;
+    int64_t merged_mtime;
+};
+
+static inline void tc_result_free(struct tc_result *r)
+{
+    for (size_t i = 0; i < r->nevents; i++) {
+        free(r->events[i].uid);
+        free(r->events[i].data);
+    }
+    free(r->events);
+    free(r->merged);
+    memset(r, 0, sizeof *r);
+}
+
+/* A rope's bytes, checked: no empty segment, len the sum of them. */
+static inline char *tc_flatten(const struct cal_rope *r)
+{
+    size_t sum = 0;
+    for (size_t i = 0; i < r->nseg; i++) {
+        if (r->seg[i].iov_len == 0)
+            return NULL;
+        sum += r->seg[i].iov_len;
+    }
+    return sum == r->len ? cal_rope_flatten(r) : NULL;
+}
+
+/* cal_resolve(), then the ropes checked (tc_flatten) and flattened. */
+static inline int tc_resolve(struct cal_versions *const *msgs, size_t n, const struct cal_filter *f,
+                             unsigned want, struct tc_result *out)
+{
+    struct cal_result r;
+    int rc = cal_resolve(msgs, n, f, want, &r);
+    memset(out, 0, sizeof *out);
+    if (rc != 0)
+        return rc;
+    out->merged_mtime = r.merged_mtime;
+    if (r.nevents && !(out->events = calloc(r.nevents, sizeof *out->events)))
+        rc = -1;
+    for (size_t i = 0; rc == 0 && i < r.nevents; i++) {
+        struct tc_event *e = &out->events[out->nevents++];
+        e->uid = strdup(r.events[i].uid);
+        e->data = tc_flatten(&r.events[i].bytes);
+        e->len = r.events[i].bytes.len;
+        e->mtime = r.events[i].mtime;
+        if (!e->uid || !e->data)
+            rc = -1;
+    }
+    if (rc == 0 && (want & CAL_WANT_MERGED)) {
+        out->merged = tc_flatten(&r.merged);
+        out->merged_len = r.merged.len;
+        if (!out->merged)
+            rc = -1;
+    }
+    cal_result_free(&r);
+    if (rc != 0)
+        tc_result_free(out);
+    return rc;
+}
+
+static inline const struct tc_event *tc_event(const struct tc_result *r, const char *uid)
 {
     for (size_t i = 0; i < r->nevents; i++)
         if (strcmp(r->events[i].uid, uid) == 0)
