@@ -136,6 +136,13 @@ int cal_versions_add_part(struct cal_versions *v, const char *text, size_t len,
                           const struct cal_filter *f, struct cal_stats *stats, char *err,
                           size_t errlen);
 
+/*
+ * Says that no part will be added to v any more: drops what only adding
+ * needed (the digests that make a part sent twice in one message count
+ * once). A part added after this is read again even when it repeats one.
+ */
+void cal_versions_seal(struct cal_versions *v);
+
 size_t cal_versions_count(const struct cal_versions *v);
 
 /*

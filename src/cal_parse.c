@@ -91,6 +91,15 @@ void cal_versions_free(struct cal_versions *v)
     free(v);
 }
 
+void cal_versions_seal(struct cal_versions *v)
+{
+    if (v == NULL)
+        return;
+    free(v->parsed);
+    v->parsed = NULL;
+    v->nparsed = 0;
+}
+
 size_t cal_versions_count(const struct cal_versions *v)
 {
     return v ? v->n : 0;

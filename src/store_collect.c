@@ -355,6 +355,9 @@ int collect_versions(struct store *s, struct mbox *m, const struct mbox_snap *ol
             }
             fc.meta[i].mv->incomplete = 1;
         }
+    /* Each message's parts were all offered: a part repeated later is a new sync's. */
+    for (size_t i = 0; i < nfresh; i++)
+        cal_versions_seal(fresh[i]->v);
     /* Complete versions only (store_versions_save skips incomplete ones). */
     if (rc == 0)
         store_versions_save(s, m, l->uidvalidity, fresh, nfresh);
