@@ -179,6 +179,31 @@ static void test_identical_part_twice_same_result(void)
     cal_versions_free(m);
 }
 
+/* After cal_versions_seal() the digests are gone: the same part is parsed
+ * again, and its component, already kept, still adds nothing. */
+static void test_sealed_message_forgets_its_part_digests(void)
+{
+    const char *part = "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\n"
+                       "UID:sealed@example.org\r\nDTSTAMP:20260101T100000Z\r\n"
+                       "DTSTART:20260310T100000Z\r\nSUMMARY:Sealed\r\nEND:VEVENT\r\n"
+                       "END:VCALENDAR\r\n";
+    struct cal_stats st = {0};
+    struct cal_versions *m = tc_msg("INBOX", 1, T0, part, NULL, &st);
+    char err[128];
+    CHECK(cal_versions_add_part(m, part, strlen(part), NULL, &st, err, sizeof err) == 0);
+    CHECK(cal_versions_count(m) == 1);
+    cal_versions_seal(m);
+    cal_versions_seal(m); /* twice is fine */
+    CHECK(cal_versions_add_part(m, part, strlen(part), NULL, &st, err, sizeof err) == 0);
+    CHECK(cal_versions_count(m) == 1 && st.parts == 3 && st.parts_bad == 0);
+    struct tc_result r;
+    CHECK(tc_resolve(&m, 1, NULL, CAL_WANT_EVENTS, &r) == 0);
+    CHECK(r.nevents == 1 && tc_count(r.events[0].data, r.events[0].len, "BEGIN:VEVENT") == 1);
+    tc_result_free(&r);
+    cal_versions_seal(NULL);
+    cal_versions_free(m);
+}
+
 /* The SUMMARY the single event of r ends up with. */
 static int summary_is(const struct tc_result *r, const char *want)
 {
@@ -928,6 +953,7 @@ int main(void)
     RUN(test_folded_lines_crlf_and_no_final_newline);
     RUN(test_duplicate_in_one_message_counts_once);
     RUN(test_identical_part_twice_same_result);
+    RUN(test_sealed_message_forgets_its_part_digests);
     RUN(test_higher_sequence_wins);
     RUN(test_dtstamp_breaks_sequence_tie);
     RUN(test_later_message_breaks_tie);
