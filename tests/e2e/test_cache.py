@@ -430,11 +430,17 @@ def test_kill_during_fetch_leaves_no_damaged_entry(server, mounter, workroot):
         while not cachedir.part_entries(cache) and time.monotonic() < deadline:
             time.sleep(0.005)
         m.signal(signal.SIGKILL)
-        m.wait()
-    finally:
-        m.stop()
+        # The reader goes first: a daemon thread may be inside the kernel
+        # invalidating an entry of the directory find is reading, waiting for
+        # that directory's lock, which find holds until its request is
+        # answered (a fatal signal to find releases it).
         reader.kill()
         reader.wait()
+        m.wait()
+    finally:
+        reader.kill()
+        reader.wait()
+        m.stop()
     assert not cachedir.damaged(cache)
     again = mount_as(mounter, dv, user, options=opts)
     fresh = mount_as(mounter, dv, user, options=["no_disk_cache", "mailboxes=Crash"])

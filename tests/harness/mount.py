@@ -222,6 +222,12 @@ class Mount:
         if rc is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+            if self.wait() is None:
+                # Still there: a thread is stuck in the kernel on a request
+                # of this mount that nobody will answer now. A forced unmount
+                # aborts the FUSE connection, which fails those requests.
+                subprocess.run(["umount", "-f", self.mountpoint], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.proc.wait(timeout=30)
             self.returncode = rc = -signal.SIGKILL
         if is_mounted(self.mountpoint):
