@@ -433,6 +433,18 @@ void cache_drop_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity
     free_names(names, n);
 }
 
+int cache_has_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf)
+{
+    char dir[4200], **names;
+    size_t count;
+
+    if (shelf == NULL || pack_dir(c, mailbox, uidvalidity, shelf, dir, sizeof dir) != 0)
+        return 0;
+    list_packs(dir, &names, &count);
+    free_names(names, count);
+    return count > 0;
+}
+
 int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
                       uint32_t *uid, char **data, size_t *len)
 {

@@ -182,17 +182,24 @@ void store_root_save(struct store *s)
 
 /*
  * Lists each mailbox the way its sync would, starting from the cached
- * listing. One session does it: an unchanged mailbox costs one EXAMINE,
- * less than opening another connection (TLS, LOGIN) would.
+ * listing (first, the anchor's, already read: it is taken). One session
+ * does it: an unchanged mailbox costs one EXAMINE, less than opening
+ * another connection (TLS, LOGIN) would.
  */
-static int list_all(struct store *s, struct tree *t, struct src_listing *ls)
+static int list_all(struct store *s, struct tree *t, struct src_listing *first,
+                    struct src_listing *ls)
 {
     for (size_t i = 0; i < t->nmboxes; i++) {
         struct mbox *m = t->mboxes[i];
         struct src_listing cached = {0};
         char err[256];
-        int rc = cache_get_listing(s->cache, m->raw, &cached);
+        int rc = 0;
 
+        if (i == 0) {
+            cached = *first;
+            memset(first, 0, sizeof *first);
+        } else
+            rc = cache_get_listing(s->cache, m->raw, &cached);
         if (rc == 0)
             rc = source_list_messages(s->src, m->raw, &cached, &ls[i], err, sizeof err);
         source_listing_free(&cached);
@@ -200,6 +207,27 @@ static int list_all(struct store *s, struct tree *t, struct src_listing *ls)
             return rc;
     }
     return 0;
+}
+
+/* The saved record, read (and its checksum checked) while the mailboxes are listed. */
+struct root_load {
+    struct store *s;
+    const char *anchor;
+    uint32_t uidvalidity;
+    char shelf[32];
+    uint32_t uid;
+    char *rec;
+    size_t len;
+    int rc;
+};
+
+static void *root_load(void *arg)
+{
+    struct root_load *rl = arg;
+
+    rl->rc = cache_take_single(rl->s->cache, rl->anchor, rl->uidvalidity, rl->shelf, &rl->uid,
+                               &rl->rec, &rl->len);
+    return NULL;
 }
 
 /*
@@ -233,29 +261,44 @@ int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, in
 {
     struct src_listing anchor = {0}, *ls = NULL;
     const struct src_listing **lp = NULL;
+    struct root_load rl = {.s = s, .anchor = t->mboxes[0]->raw};
     unsigned char key[32];
-    char shelf[32], *rec = NULL;
-    size_t len = 0;
-    uint32_t uid = 0;
-    int rc = -ENOENT;
+    pthread_t loader;
+    int loading, listed, rc = -ENOENT;
+    char *rec;
+    size_t len;
 
     if (s->cache == NULL || t->nmboxes == 0)
         return -ENOENT;
     /* Nothing saved (a first mount): no time spent listing twice. */
     if (cache_get_listing(s->cache, t->mboxes[0]->raw, &anchor) != 0)
         return -ENOENT;
-    shelf_name(s, shelf, sizeof shelf);
-    rc =
-        cache_take_single(s->cache, t->mboxes[0]->raw, anchor.uidvalidity, shelf, &uid, &rec, &len);
-    source_listing_free(&anchor);
-    if (rc != 0 || uid != 1 || len < ROOT_TAIL) {
-        free(rec);
-        return rc == -ENOMEM ? rc : -ENOENT;
+    rl.uidvalidity = anchor.uidvalidity;
+    shelf_name(s, rl.shelf, sizeof rl.shelf);
+    if (!cache_has_shelf(s->cache, rl.anchor, rl.uidvalidity, rl.shelf)) {
+        source_listing_free(&anchor);
+        return -ENOENT;
     }
-    rc = -ENOENT;
+    /*
+     * Reading megabytes and checking their SHA-256 is CPU and disk; listing
+     * is mostly waiting on the server: the two overlap.
+     */
+    loading = pthread_create(&loader, NULL, root_load, &rl) == 0;
     ls = calloc(t->nmboxes, sizeof *ls);
     lp = calloc(t->nmboxes, sizeof *lp);
-    if (ls == NULL || lp == NULL || list_all(s, t, ls) != 0)
+    listed = ls && lp && list_all(s, t, &anchor, ls) == 0;
+    source_listing_free(&anchor);
+    if (loading)
+        pthread_join(loader, NULL);
+    else if (listed)
+        root_load(&rl);
+    rec = rl.rec;
+    len = rl.len;
+    if (ls == NULL || lp == NULL || rl.rc == -ENOMEM) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (!listed || rl.rc != 0 || rl.uid != 1 || len < ROOT_TAIL)
         goto out;
     for (size_t i = 0; i < t->nmboxes; i++)
         lp[i] = &ls[i];
