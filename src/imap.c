@@ -617,6 +617,7 @@ static const struct source_driver imap_driver = {
     .check = imap_check,
     .list_mailboxes = imap_list_mailboxes,
     .list_messages = imap_list_messages,
+    .state = imap_mailbox_state,
     .fetch_parts = imap_fetch_parts,
     .watch = imap_watch,
     .free = imap_free,
