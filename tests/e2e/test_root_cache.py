@@ -15,7 +15,9 @@ from harness import cachedir, calcheck, fs, mailgen, wire
 from harness.mailgen import utc
 
 CHANGES = ("append", "expunge", "flags", "uidvalidity")
-USERS = ("saved", "changed", "later", "refused", "quick") + tuple("ch-" + c for c in CHANGES)
+DAMAGES = ("flip", "truncate")
+USERS = ("saved", "changed", "later", "refused", "quick") + tuple(
+    "ch-" + c for c in CHANGES) + tuple("dmg-" + d for d in DAMAGES)
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +225,29 @@ def test_remount_after_a_change_gives_what_a_fresh_mount_gives(server, mounter, 
     third = mount_as(mounter, dv, user, cache)
     assert fs.cat(third.path("merged.ics")) == after
     assert third.stop() == 0, third.stderr()
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_saved_root_is_not_served(server, mounter, workroot, damage):
+    """A saved root whose bytes changed on disk (one byte in the middle, or
+    cut short) fails its checksum: it is dropped and the root built again,
+    even though every mailbox's state still matches."""
+    dv, user = server, "dmg-" + damage
+    fill(dv, user)
+    cache = os.path.join(workroot, user + "-cache")
+    first = mount_as(mounter, dv, user, cache)
+    before = fs.cat(first.path("merged.ics"))
+    assert first.stop() == 0, first.stderr()
+    [saved] = saved_roots(cache)
+    with open(saved, "r+b") as f:
+        data = f.read()
+        f.seek(0)
+        if damage == "flip":
+            mid = len(data) - len(before) // 2
+            f.write(data[:mid] + bytes([data[mid] ^ 0x20]) + data[mid + 1:])
+        else:
+            f.truncate(len(data) - 100)
+    second = mount_as(mounter, dv, user, cache)
+    assert fs.cat(second.path("merged.ics")) == before
+    assert second.stop() == 0, second.stderr()
+    assert not cachedir.damaged(cache)
