@@ -75,13 +75,6 @@ void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity, c
 int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
                       uint32_t *uid, char **data, size_t *len);
 
-/*
- * The UIDVALIDITY of mailbox's only UIDVALIDITY directory (there is one
- * after cache_drop_other_uidvalidity): a guess, for the server to confirm.
- * 0, or -ENOENT when there is none or more than one.
- */
-int cache_sole_uidvalidity(struct cache *c, const char *mailbox, uint32_t *uidvalidity);
-
 /* Whether shelf (not NULL) of mailbox under uidvalidity holds a pack: cheap, reads no pack. */
 int cache_has_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf);
 

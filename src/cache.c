@@ -394,32 +394,6 @@ static void remove_tree(const char *path)
     rmdir(path);
 }
 
-int cache_sole_uidvalidity(struct cache *c, const char *mailbox, uint32_t *uidvalidity)
-{
-    char dir[4096];
-    struct dirent *e;
-    int found = 0;
-    DIR *d;
-
-    if (cache_mailbox_dir(c, mailbox, dir, sizeof dir) != 0 || (d = opendir(dir)) == NULL)
-        return -ENOENT;
-    while ((e = readdir(d)) != NULL && found < 2) {
-        char *end;
-        unsigned long v;
-
-        if (e->d_type != DT_DIR || e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        errno = 0;
-        v = strtoul(e->d_name, &end, 10);
-        if (*end != '\0' || errno != 0 || v > UINT32_MAX)
-            continue;
-        *uidvalidity = (uint32_t)v;
-        found++;
-    }
-    closedir(d);
-    return found == 1 ? 0 : -ENOENT;
-}
-
 void cache_drop_other_uidvalidity(struct cache *c, const char *mailbox, uint32_t uidvalidity)
 {
     char dir[4096], keep[16];

@@ -455,69 +455,50 @@ static struct root_state *parse_states(const struct store *s, const struct tree 
 }
 
 /*
- * The saved states of t's mailboxes against one EXAMINE each; the first
- * one's UIDVALIDITY must be uv, under which the records are. 0 when all are
- * the same (*st, key: the saved states and the key they are for), -ENOENT
- * when no root is saved under the first mailbox's UIDVALIDITY, -EAGAIN
- * otherwise.
- */
-static int check_states(struct store *s, struct tree *t, const struct root_load *rl,
-                        struct root_state **st, unsigned char key[32])
-{
-    struct src_state now;
-    char shelf[32], err[256], *srec = NULL;
-    size_t slen = 0;
-    uint32_t uid = 0;
-
-    *st = NULL;
-    if (source_mailbox_state(s->src, rl->anchor, &now, err, sizeof err) != 0 ||
-        now.highestmodseq == 0)
-        return -EAGAIN;
-    /* Every record of a key would be under this UIDVALIDITY (the key covers it). */
-    if (now.uidvalidity != rl->uidvalidity)
-        return cache_has_shelf(s->cache, rl->anchor, now.uidvalidity, rl->shelf) ? -EAGAIN
-                                                                                 : -ENOENT;
-    state_shelf_name(s, shelf, sizeof shelf);
-    if (cache_take_single(s->cache, rl->anchor, rl->uidvalidity, shelf, &uid, &srec, &slen) != 0)
-        return -EAGAIN;
-    *st = uid == 1 ? parse_states(s, t, srec, slen, key) : NULL;
-    free(srec);
-    if (*st == NULL || !state_same(&(*st)[0].st, &now))
-        return -EAGAIN;
-    for (size_t i = 1; i < t->nmboxes; i++)
-        if (source_mailbox_state(s->src, t->mboxes[i]->raw, &now, err, sizeof err) != 0 ||
-            !state_same(&(*st)[i].st, &now))
-            return -EAGAIN;
-    return 0;
-}
-
-/*
- * The quick way: check_states, the saved bytes read meanwhile. Their
- * reading (megabytes, their checksum) is the longest part, so it starts at
- * once from the first mailbox's only UIDVALIDITY directory in the cache
- * (what the server then says must match). 0 (served), -ENOENT (nothing
- * saved), -ENOMEM, or -EAGAIN: no states, or something changed; list.
+ * The quick check: the saved states against one EXAMINE per mailbox (the
+ * first one's UIDVALIDITY finds the records), the saved bytes read
+ * meanwhile. 0 (served), -ENOENT (nothing saved for this UIDVALIDITY),
+ * -ENOMEM, or -EAGAIN: no states, or something changed; list instead.
  */
 static int from_states(struct store *s, struct tree *t, struct blob **out, int64_t *mtime)
 {
     struct root_load rl = {.s = s, .anchor = t->mboxes[0]->raw};
     struct root_state *st = NULL;
+    struct src_state now;
     unsigned char key[32];
+    char shelf[32], err[256], *srec = NULL;
+    size_t slen = 0;
+    uint32_t uid = 0;
     pthread_t loader;
-    int loading, rc;
+    int loading, rc = -EAGAIN;
 
+    if (source_mailbox_state(s->src, rl.anchor, &now, err, sizeof err) != 0 ||
+        now.highestmodseq == 0)
+        return -EAGAIN;
+    rl.uidvalidity = now.uidvalidity;
     shelf_name(s, rl.shelf, sizeof rl.shelf);
-    if (cache_sole_uidvalidity(s->cache, rl.anchor, &rl.uidvalidity) != 0)
-        return -EAGAIN; /* none (nothing saved) or several: list */
+    /* Every record of this key would be under this UIDVALIDITY (the key covers it). */
     if (!cache_has_shelf(s->cache, rl.anchor, rl.uidvalidity, rl.shelf))
         return -ENOENT;
+    state_shelf_name(s, shelf, sizeof shelf);
+    if (cache_take_single(s->cache, rl.anchor, rl.uidvalidity, shelf, &uid, &srec, &slen) != 0)
+        return -EAGAIN;
+    st = uid == 1 ? parse_states(s, t, srec, slen, key) : NULL;
+    free(srec);
+    if (st == NULL || !state_same(&st[0].st, &now)) {
+        free(st);
+        return -EAGAIN;
+    }
     loading = pthread_create(&loader, NULL, root_load, &rl) == 0;
-    rc = check_states(s, t, &rl, &st, key);
+    for (size_t i = 1; i < t->nmboxes && rc == -EAGAIN; i++)
+        if (source_mailbox_state(s->src, t->mboxes[i]->raw, &now, err, sizeof err) != 0 ||
+            !state_same(&st[i].st, &now))
+            rc = -ESTALE;
     if (loading)
         pthread_join(loader, NULL);
-    else if (rc == 0)
+    else if (rc == -EAGAIN)
         root_load(&rl);
-    if (rc == 0 && rl.rc == 0 && rl.uid == 1 && rl.len >= ROOT_TAIL &&
+    if (rc == -EAGAIN && rl.rc == 0 && rl.uid == 1 && rl.len >= ROOT_TAIL &&
         memcmp(rl.rec + rl.len - ROOT_TAIL, key, 32) == 0) {
         rc = serve_saved(s, t, rl.rec, rl.len - ROOT_TAIL, key, st, out, mtime);
         if (rc == 0)
@@ -526,9 +507,7 @@ static int from_states(struct store *s, struct tree *t, struct blob **out, int64
     }
     free(rl.rec);
     free(st);
-    if (rl.rc == -ENOMEM)
-        return -ENOMEM;
-    return rc == -ENOENT ? -ENOENT : -EAGAIN;
+    return rl.rc == -ENOMEM ? -ENOMEM : -EAGAIN;
 }
 
 int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, int64_t *mtime)
