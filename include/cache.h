@@ -79,6 +79,9 @@ void cache_compact(struct cache *c, const char *mailbox, uint32_t uidvalidity, c
 int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
                       uint32_t *uid, char **data, size_t *len);
 
+/* Whether shelf (not NULL) of mailbox under uidvalidity holds a pack: cheap, reads no pack. */
+int cache_has_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf);
+
 /* Removes every pack on shelf (not NULL) of mailbox under uidvalidity. */
 void cache_drop_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity,
                       const char *shelf);

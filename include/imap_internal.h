@@ -16,6 +16,7 @@ struct source;
 struct src_mailbox;
 struct src_listing;
 struct src_part_req;
+struct src_state;
 
 /*
  * Limits on what a server may send (imap_guard.c): one literal, the depth
@@ -128,6 +129,8 @@ int imap_list_mailboxes(struct source *s, struct src_mailbox **out, size_t *n, c
                         size_t errlen);
 int imap_list_messages(struct source *s, const char *mailbox, const struct src_listing *known,
                        struct src_listing *out, char *err, size_t errlen);
+int imap_mailbox_state(struct source *s, const char *mailbox, struct src_state *out, char *err,
+                       size_t errlen);
 
 /*
  * The search= keys (RFC 3501 §6.4.4 syntax, e.g. "SINCE 1-Jan-2026 FROM

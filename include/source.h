@@ -39,6 +39,13 @@ struct src_listing {
     size_t count;
 };
 
+/* What a mailbox's EXAMINE tells of it, without listing its messages. */
+struct src_state {
+    uint32_t uidvalidity;
+    uint32_t exists;
+    uint64_t highestmodseq; /* 0 when the source has no CONDSTORE */
+};
+
 /* One part of one message to fetch. */
 struct src_part_req {
     uint32_t uid;
@@ -60,6 +67,9 @@ struct source_driver {
                           size_t errlen);
     int (*list_messages)(struct source *s, const char *mailbox, const struct src_listing *known,
                          struct src_listing *out, char *err, size_t errlen);
+    /* Optional (NULL: -ENOTSUP). */
+    int (*state)(struct source *s, const char *mailbox, struct src_state *out, char *err,
+                 size_t errlen);
     int (*fetch_parts)(struct source *s, const char *mailbox, uint32_t uidvalidity,
                        const struct src_part_req *reqs, size_t n, src_part_fn fn, void *ctx,
                        char *err, size_t errlen);
@@ -104,6 +114,16 @@ void source_mailboxes_free(struct src_mailbox *m, size_t n);
  */
 int source_list_messages(struct source *s, const char *mailbox, const struct src_listing *known,
                          struct src_listing *out, char *err, size_t errlen);
+
+/*
+ * The state of mailbox (IMAP: one EXAMINE): the same UIDVALIDITY, EXISTS
+ * and a non-zero HIGHESTMODSEQ mean the same listing (RFC 7162 §3.1.2: any
+ * change of a message or of the set of messages raises HIGHESTMODSEQ).
+ * -ENOTSUP when the source cannot tell (maildir), -ENOENT when the mailbox
+ * is gone.
+ */
+int source_mailbox_state(struct source *s, const char *mailbox, struct src_state *out, char *err,
+                         size_t errlen);
 
 /* The message of listing l (may be NULL) with this uid, or NULL; l is sorted by uid. */
 const struct src_message *source_listing_find(const struct src_listing *l, uint32_t uid);

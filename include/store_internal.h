@@ -88,6 +88,12 @@ struct tree {
     size_t nmboxes;
 };
 
+/* store_rootcache.c: a mailbox as it was when the root's key was made. */
+struct root_state {
+    struct src_state st;
+    int certain; /* st alone names the listing: HIGHESTMODSEQ known, nothing unreadable */
+};
+
 struct store {
     struct source *src;
     struct cache *cache; /* NULL with no_disk_cache */
@@ -118,8 +124,12 @@ struct store {
     uint32_t root_anchor_uv; /* and under its UIDVALIDITY */
     int root_from_cache;     /* root_merged is the saved one, as of root_cached_at */
     struct timespec root_cached_at;
-    pthread_t hydrator; /* makes the snapshots the saved root did not need */
-    int hydrating;      /* hydrator is to be joined */
+    struct root_state *root_states; /* each mailbox as root_key saw it, or NULL */
+    size_t root_nstates;
+    unsigned char root_head[32]; /* what else root_key covers: account, filter, names */
+    int root_state_saved;        /* the cache holds root_states for root_key */
+    pthread_t hydrator;          /* makes the snapshots the saved root did not need */
+    int hydrating;               /* hydrator is to be joined */
     struct tree *hydrate_tree;
 
     atomic_uint_fast64_t next_generation;
@@ -191,14 +201,19 @@ struct blob *store_empty_calendar(void);
  * read, the saved bytes when every mailbox's listing still gives their key
  * (lists each mailbox; the snapshots are left for their next access);
  * -ENOENT otherwise. store_root_save: at the end, saves root_merged when
- * the cache does not hold it yet.
+ * the cache does not hold it yet; store_root_save_state then saves the
+ * mailbox states its key was made from, with which the next mount checks
+ * the key with one EXAMINE per mailbox instead of listing them. states
+ * (malloc'd, one per mailbox of t; may be NULL) go from store_root_key to
+ * store_root_keep, which takes them.
  */
-int store_root_key(struct store *s, struct tree *t, struct mbox_snap **snaps,
-                   unsigned char key[32]);
+int store_root_key(struct store *s, struct tree *t, struct mbox_snap **snaps, unsigned char key[32],
+                   struct root_state **states);
 void store_root_keep(struct store *s, struct tree *t, const unsigned char key[32],
-                     uint32_t anchor_uv, int saved);
+                     uint32_t anchor_uv, struct root_state *states, int saved);
 int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, int64_t *mtime);
 void store_root_save(struct store *s);
+void store_root_save_state(struct store *s);
 /* Joins the thread that store_root_from_cache() started, if any. */
 void store_root_join(struct store *s);
 

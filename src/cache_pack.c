@@ -447,16 +447,50 @@ void cache_drop_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity
     free_names(names, n);
 }
 
+int cache_has_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf)
+{
+    char dir[4200], **names;
+    size_t count;
+
+    if (shelf == NULL || pack_dir(c, mailbox, uidvalidity, shelf, dir, sizeof dir) != 0)
+        return 0;
+    list_packs(dir, &names, &count);
+    free_names(names, count);
+    return count > 0;
+}
+
+/* Reads exactly len bytes; 0, or -1 at a short file or an error. */
+static int read_full(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t r = read(fd, (char *)buf + got, len - got);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/*
+ * The data is read in place (no copy after) a chunk at a time, each chunk
+ * hashed while it is still in the CPU's cache: the payload is megabytes.
+ */
 int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity, const char *shelf,
                       uint32_t *uid, char **data, size_t *len)
 {
     char dir[4200], path[4400], **names, *buf = NULL;
-    unsigned char sum[32];
+    unsigned char header[CACHE_HEADER_LEN], head[RECORD_HEAD + SECTION_MAX], sum[32];
     unsigned int n = 32;
-    size_t count, got = 0;
+    size_t count;
     uint64_t plen, dlen;
     uint16_t slen;
     struct stat st;
+    EVP_MD_CTX *x = NULL;
     int fd = -1;
 
     *data = NULL;
@@ -470,40 +504,43 @@ int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity
     free_names(names, count);
     if (count == 0 || (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
         return -ENOENT;
-    /* One read, one checksum, no copy: the payload is megabytes. */
     if (fstat(fd, &st) != 0 || st.st_size < CACHE_HEADER_LEN + RECORD_HEAD ||
-        (uint64_t)st.st_size > CACHE_HEADER_LEN + CACHE_ENTRY_MAX)
+        (uint64_t)st.st_size > CACHE_HEADER_LEN + CACHE_ENTRY_MAX ||
+        read_full(fd, header, sizeof header) != 0 || read_full(fd, head, RECORD_HEAD) != 0)
         goto damaged;
-    if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
+    memcpy(&plen, header + 8, 8);
+    memcpy(uid, head, 4);
+    memcpy(&slen, head + 4, 2);
+    memcpy(&dlen, head + 6, 8);
+    if (memcmp(header, MAGIC_PACK, 8) != 0 || plen != (uint64_t)st.st_size - CACHE_HEADER_LEN ||
+        slen == 0 || slen > SECTION_MAX || plen != RECORD_HEAD + (uint64_t)slen + dlen ||
+        read_full(fd, head + RECORD_HEAD, slen) != 0)
+        goto damaged; /* not one whole record */
+    if ((buf = malloc(dlen + 1)) == NULL || (x = EVP_MD_CTX_new()) == NULL) {
+        free(buf);
         close(fd);
         return -ENOMEM;
     }
-    while (got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            goto damaged;
-        got += (size_t)r;
-    }
-    memcpy(&plen, buf + 8, 8);
-    if (memcmp(buf, MAGIC_PACK, 8) != 0 || plen != got - CACHE_HEADER_LEN ||
-        EVP_Digest(buf + CACHE_HEADER_LEN, plen, sum, &n, EVP_sha256(), NULL) != 1 ||
-        memcmp(sum, buf + 16, 32) != 0)
+    if (EVP_DigestInit_ex(x, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(x, head, RECORD_HEAD + slen) != 1)
         goto damaged;
-    memcpy(uid, buf + CACHE_HEADER_LEN, 4);
-    memcpy(&slen, buf + CACHE_HEADER_LEN + 4, 2);
-    memcpy(&dlen, buf + CACHE_HEADER_LEN + 6, 8);
-    if (slen == 0 || slen > SECTION_MAX || plen != RECORD_HEAD + (uint64_t)slen + dlen)
-        goto damaged; /* not one record */
+    for (uint64_t at = 0; at < dlen;) {
+        size_t chunk = dlen - at < (1u << 18) ? (size_t)(dlen - at) : (1u << 18);
+
+        if (read_full(fd, buf + at, chunk) != 0 || EVP_DigestUpdate(x, buf + at, chunk) != 1)
+            goto damaged;
+        at += chunk;
+    }
+    if (EVP_DigestFinal_ex(x, sum, &n) != 1 || memcmp(sum, header + 16, 32) != 0)
+        goto damaged;
+    EVP_MD_CTX_free(x);
     close(fd);
-    memmove(buf, buf + CACHE_HEADER_LEN + RECORD_HEAD + slen, dlen);
     buf[dlen] = '\0';
     *data = buf;
     *len = dlen;
     return 0;
 damaged:
+    EVP_MD_CTX_free(x);
     close(fd);
     free(buf);
     log_warn("cache pack %s is damaged or not what it should be; dropped", path);

@@ -552,14 +552,22 @@ int imap_command_failed(struct imap_src *src, struct imap_conn *c, int r, const 
 
 /* ---- driver operations ------------------------------------------------- */
 
+/*
+ * The login succeeded: the session stays in the pool for the first read
+ * after the mount, which would otherwise pay for another TLS handshake and
+ * LOGIN. fuse_daemonize() forks next; its parent leaves with _exit()
+ * (libfuse helper.c) and so never writes to the socket or shuts the TLS
+ * session down: the child alone owns it. A session the server closed
+ * meanwhile is found broken at its first command and opened again
+ * (imap_with_session).
+ */
 static int check_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err, size_t errlen)
 {
     (void)src;
+    (void)c;
     (void)arg;
     (void)err;
     (void)errlen;
-    /* The login succeeded; the mount forks next, so leave no session open. */
-    session_close(c);
     return 0;
 }
 
@@ -609,6 +617,7 @@ static const struct source_driver imap_driver = {
     .check = imap_check,
     .list_mailboxes = imap_list_mailboxes,
     .list_messages = imap_list_messages,
+    .state = imap_mailbox_state,
     .fetch_parts = imap_fetch_parts,
     .watch = imap_watch,
     .free = imap_free,

@@ -504,6 +504,33 @@ int imap_list_messages(struct source *s, const char *mailbox, const struct src_l
     return rc;
 }
 
+struct state_arg {
+    const char *mailbox;
+    struct src_state *out;
+};
+
+static int state_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err, size_t errlen)
+{
+    struct state_arg *sa = arg;
+    int rc = imap_conn_examine(src, c, sa->mailbox, 1, err, errlen);
+
+    if (rc != 0)
+        return rc == -EIO && c->imap == NULL ? -EPIPE : rc;
+    sa->out->uidvalidity = c->uidvalidity;
+    sa->out->exists = c->exists;
+    sa->out->highestmodseq = c->highestmodseq;
+    return 0;
+}
+
+/* One EXAMINE (forced: a selected mailbox's state may be old), no FETCH. */
+int imap_mailbox_state(struct source *s, const char *mailbox, struct src_state *out, char *err,
+                       size_t errlen)
+{
+    struct state_arg sa = {.mailbox = mailbox, .out = out};
+
+    return imap_with_session(imap_of(s), state_op, &sa, err, errlen);
+}
+
 /* ---- parts: UID FETCH set (UID BODY.PEEK[section]) ---------------------- */
 
 /* "1.3" → a section for BODY.PEEK[1.3]; NULL on bad input or no memory. */

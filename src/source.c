@@ -38,6 +38,13 @@ int source_list_messages(struct source *s, const char *mailbox, const struct src
     return s->drv->list_messages(s, mailbox, known, out, err, errlen);
 }
 
+int source_mailbox_state(struct source *s, const char *mailbox, struct src_state *out, char *err,
+                         size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    return s->drv->state ? s->drv->state(s, mailbox, out, err, errlen) : -ENOTSUP;
+}
+
 const struct src_message *source_listing_find(const struct src_listing *l, uint32_t uid)
 {
     size_t lo = 0, hi = l ? l->count : 0;

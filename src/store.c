@@ -650,7 +650,9 @@ void store_free(struct store *s)
         return;
     store_root_join(s);
     store_root_save(s);
+    store_root_save_state(s);
     free(s->root_anchor);
+    free(s->root_states);
     store_tree_unref(s->tree);
     for (size_t i = 0; i < s->nregistry; i++)
         mbox_free(s->registry[i]);

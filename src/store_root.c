@@ -90,6 +90,7 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
     size_t nvs = 0;
     uint64_t key = t->nmboxes;
     unsigned char rkey[32];
+    struct root_state *states = NULL;
     int rc = 0, have_key = 0, generation_same;
 
     if (snaps == NULL || errs == NULL) {
@@ -134,12 +135,15 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
     pthread_mutex_unlock(&s->lock);
     /* Every read lands here: the listings are hashed only when something may have changed. */
     if (!generation_same)
-        have_key = store_root_key(s, t, snaps, rkey) == 0;
+        have_key = store_root_key(s, t, snaps, rkey, &states) == 0;
     pthread_mutex_lock(&s->lock);
     if (s->root_merged && (generation_same || (have_key && s->root_key_ok &&
                                                memcmp(s->root_key, rkey, sizeof rkey) == 0))) {
         /* Same generations, or the same listings (the root came from the cache). */
         s->root_generation = key;
+        if (have_key) /* the mailbox states may have moved on (flags) */
+            store_root_keep(s, t, rkey, s->root_anchor_uv, states, 0);
+        states = NULL;
         *out = blob_ref(s->root_merged);
         *mtime = s->root_mtime;
         pthread_mutex_unlock(&s->lock);
@@ -171,9 +175,10 @@ int store_root_merged(struct store *s, struct tree *t, int force, struct blob **
         s->root_mtime = res.merged_mtime;
         s->root_generation = key;
         if (have_key)
-            store_root_keep(s, t, rkey, snaps[0]->uidvalidity, 0);
+            store_root_keep(s, t, rkey, snaps[0]->uidvalidity, states, 0);
         else
             s->root_key_ok = 0;
+        states = NULL;
         *out = blob_ref(b);
         *mtime = s->root_mtime;
     }
@@ -183,6 +188,7 @@ out:
     pthread_mutex_unlock(&s->root_sync_lock);
     cal_result_free(&res);
     free(vs);
+    free(states);
     for (size_t i = 0; i < t->nmboxes; i++)
         mbox_snap_unref(snaps[i]);
     free(snaps);

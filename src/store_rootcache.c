@@ -17,6 +17,14 @@
  * The record is one pack on a shelf of its own ("r-" + the versions
  * shelf's hash) under the first mailbox's UIDVALIDITY directory, replaced
  * whole each time: the bytes, then the key and the mtime.
+ *
+ * Next to it ("q-" shelf), when every mailbox has a HIGHESTMODSEQ: the key
+ * again, a digest of what else it covers (account, filter, mailbox names)
+ * and each mailbox's UIDVALIDITY, EXISTS and HIGHESTMODSEQ as its listing
+ * had them. The same three from one EXAMINE mean the same listing (the
+ * driver skips listing on the same ground), so the first read checks the
+ * key with one EXAMINE per mailbox, reading no listing, while the saved
+ * bytes are read; any difference falls back to listing as above.
  */
 #include <errno.h>
 #include <openssl/evp.h>
@@ -33,6 +41,9 @@
 
 #define ROOT_SECTION "0"   /* sections are digits and dots */
 #define ROOT_TAIL (32 + 8) /* after the bytes: key, mtime (the bytes stay in place) */
+#define STATE_MAGIC "ICFSRQ01"
+#define STATE_HEAD (8 + 32 + 32 + 8) /* magic, key, head, count */
+#define STATE_ENTRY 16               /* UIDVALIDITY, EXISTS, HIGHESTMODSEQ */
 
 static void put(EVP_MD_CTX *x, const void *p, size_t n)
 {
@@ -74,11 +85,32 @@ static void put_listing(EVP_MD_CTX *x, const struct mbox *m, const struct src_li
     }
 }
 
+/* What the key covers besides the listings: the account, the filter and build, the names. */
+static void put_head(EVP_MD_CTX *x, const struct store *s, const struct tree *t, int names)
+{
+    const struct opts *o = s->o;
+
+    /* The source URL of every event names the account (SPEC §3). */
+    put_u64(x, (uint64_t)o->kind);
+    put_str(x, o->user);
+    put_str(x, o->host);
+    put_u64(x, o->port);
+    put_str(x, o->maildir);
+    put_str(x, s->versions_shelf);
+    put_u64(x, t->nmboxes);
+    for (size_t i = 0; names && i < t->nmboxes; i++) {
+        put_str(x, t->mboxes[i]->path);
+        put_str(x, t->mboxes[i]->raw);
+        put_str(x, t->mboxes[i]->display);
+    }
+    if (names) /* what a listing holds may depend on it; the listings name it otherwise */
+        put_str(x, o->search);
+}
+
 /* The key of the root merged.ics made from these listings (one per mailbox of t). */
 static int root_key(const struct store *s, const struct tree *t,
                     const struct src_listing *const *ls, unsigned char key[32])
 {
-    const struct opts *o = s->o;
     EVP_MD_CTX *x = EVP_MD_CTX_new();
     unsigned n = 0;
     int ok;
@@ -87,14 +119,7 @@ static int root_key(const struct store *s, const struct tree *t,
         return -ENOMEM;
     ok = EVP_DigestInit_ex(x, EVP_sha256(), NULL) == 1;
     if (ok) {
-        /* The source URL of every event names the account (SPEC §3). */
-        put_u64(x, (uint64_t)o->kind);
-        put_str(x, o->user);
-        put_str(x, o->host);
-        put_u64(x, o->port);
-        put_str(x, o->maildir);
-        put_str(x, s->versions_shelf);
-        put_u64(x, t->nmboxes);
+        put_head(x, s, t, 0);
         for (size_t i = 0; i < t->nmboxes; i++)
             put_listing(x, t->mboxes[i], ls[i]);
         ok = EVP_DigestFinal_ex(x, key, &n) == 1 && n == 32;
@@ -103,17 +128,60 @@ static int root_key(const struct store *s, const struct tree *t,
     return ok ? 0 : -EIO;
 }
 
+/* The digest of put_head with the names: the states record is for these only. */
+static int head_digest(const struct store *s, const struct tree *t, unsigned char out[32])
+{
+    EVP_MD_CTX *x = EVP_MD_CTX_new();
+    unsigned n = 0;
+    int ok;
+
+    if (x == NULL)
+        return -ENOMEM;
+    ok = EVP_DigestInit_ex(x, EVP_sha256(), NULL) == 1;
+    if (ok) {
+        put_head(x, s, t, 1);
+        ok = EVP_DigestFinal_ex(x, out, &n) == 1 && n == 32;
+    }
+    EVP_MD_CTX_free(x);
+    return ok ? 0 : -EIO;
+}
+
+/* Each listing's state (malloc'd, one per mailbox), or NULL when out of memory. */
+static struct root_state *listing_states(const struct tree *t, const struct src_listing *const *ls)
+{
+    struct root_state *st = calloc(t->nmboxes, sizeof *st);
+
+    for (size_t i = 0; st && i < t->nmboxes; i++) {
+        const struct src_listing *l = ls[i];
+
+        st[i].st.uidvalidity = l->uidvalidity;
+        st[i].st.exists = l->exists;
+        st[i].st.highestmodseq = l->highestmodseq;
+        st[i].certain = l->highestmodseq != 0;
+        for (size_t j = 0; j < l->count && st[i].certain; j++)
+            st[i].certain = !l->msgs[j].unreadable;
+    }
+    return st;
+}
+
 static void shelf_name(const struct store *s, char *out, size_t outlen)
 {
     /* versions_shelf is "v-<hash>": the same hash, another shelf. */
     snprintf(out, outlen, "r-%s", s->versions_shelf + 2);
 }
 
-int store_root_key(struct store *s, struct tree *t, struct mbox_snap **snaps, unsigned char key[32])
+static void state_shelf_name(const struct store *s, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "q-%s", s->versions_shelf + 2);
+}
+
+int store_root_key(struct store *s, struct tree *t, struct mbox_snap **snaps, unsigned char key[32],
+                   struct root_state **states)
 {
     const struct src_listing **ls;
     int rc;
 
+    *states = NULL;
     if (s->cache == NULL || t->nmboxes == 0)
         return -ENOENT;
     for (size_t i = 0; i < t->nmboxes; i++)
@@ -124,22 +192,46 @@ int store_root_key(struct store *s, struct tree *t, struct mbox_snap **snaps, un
     for (size_t i = 0; i < t->nmboxes; i++)
         ls[i] = &snaps[i]->listing;
     rc = root_key(s, t, ls, key);
+    if (rc == 0)
+        *states = listing_states(t, ls);
     free(ls);
     return rc;
 }
 
+static int state_same(const struct src_state *a, const struct src_state *b)
+{
+    return a->uidvalidity == b->uidvalidity && a->exists == b->exists &&
+           a->highestmodseq == b->highestmodseq;
+}
+
+/* Whether a (may be NULL) and b, n states each, are the same. */
+static int states_same(const struct root_state *a, const struct root_state *b, size_t n)
+{
+    for (size_t i = 0; a && i < n; i++)
+        if (!state_same(&a[i].st, &b[i].st) || a[i].certain != b[i].certain)
+            return 0;
+    return a != NULL;
+}
+
 void store_root_keep(struct store *s, struct tree *t, const unsigned char key[32],
-                     uint32_t anchor_uv, int saved)
+                     uint32_t anchor_uv, struct root_state *states, int saved)
 {
     char *anchor = strdup(t->mboxes[0]->raw);
 
-    if (anchor == NULL) {
+    if (anchor == NULL || states == NULL || head_digest(s, t, s->root_head) != 0) {
+        free(anchor);
+        free(states);
         s->root_key_ok = 0;
         return;
     }
     if (!s->root_key_ok || memcmp(s->root_key, key, 32) != 0 || s->root_anchor == NULL ||
         strcmp(anchor, s->root_anchor) != 0 || s->root_anchor_uv != anchor_uv)
         s->root_saved = 0;
+    if (!s->root_saved || !states_same(s->root_states, states, t->nmboxes))
+        s->root_state_saved = 0;
+    free(s->root_states);
+    s->root_states = states;
+    s->root_nstates = t->nmboxes;
     free(s->root_anchor);
     s->root_anchor = anchor;
     s->root_anchor_uv = anchor_uv;
@@ -180,21 +272,74 @@ void store_root_save(struct store *s)
     free(v);
 }
 
+/*
+ * Saves the mailbox states of the saved root's key, when each of them
+ * names its listing; the root record must be on disk already.
+ */
+void store_root_save_state(struct store *s)
+{
+    struct cache_writer *w;
+    char shelf[32], *rec, *p;
+    size_t n, len;
+    uint64_t count;
+    int ok = 0;
+
+    if (s->cache == NULL || !s->root_key_ok || !s->root_saved || s->root_state_saved ||
+        s->root_states == NULL)
+        return;
+    n = s->root_nstates;
+    for (size_t i = 0; i < n; i++)
+        if (!s->root_states[i].certain)
+            return;
+    len = STATE_HEAD + n * STATE_ENTRY;
+    if ((rec = malloc(len)) == NULL)
+        return;
+    count = n;
+    memcpy(rec, STATE_MAGIC, 8);
+    memcpy(rec + 8, s->root_key, 32);
+    memcpy(rec + 40, s->root_head, 32);
+    memcpy(rec + 72, &count, 8);
+    p = rec + STATE_HEAD;
+    for (size_t i = 0; i < n; i++, p += STATE_ENTRY) {
+        const struct src_state *st = &s->root_states[i].st;
+
+        memcpy(p, &st->uidvalidity, 4);
+        memcpy(p + 4, &st->exists, 4);
+        memcpy(p + 8, &st->highestmodseq, 8);
+    }
+    state_shelf_name(s, shelf, sizeof shelf);
+    cache_drop_shelf(s->cache, s->root_anchor, s->root_anchor_uv, shelf);
+    if ((w = cache_writer_begin(s->cache, s->root_anchor, s->root_anchor_uv, shelf)) != NULL) {
+        int rc = cache_writer_add(w, 1, ROOT_SECTION, rec, len);
+
+        ok = cache_writer_commit(w) == 0 && rc == 0;
+    }
+    s->root_state_saved = ok;
+    free(rec);
+}
+
 /* ---- the first read after a mount -------------------------------------- */
 
 /*
  * Lists each mailbox the way its sync would, starting from the cached
- * listing. One session does it: an unchanged mailbox costs one EXAMINE,
- * less than opening another connection (TLS, LOGIN) would.
+ * listing (first, the anchor's, already read: it is taken). One session
+ * does it: an unchanged mailbox costs one EXAMINE, less than opening
+ * another connection (TLS, LOGIN) would.
  */
-static int list_all(struct store *s, struct tree *t, struct src_listing *ls)
+static int list_all(struct store *s, struct tree *t, struct src_listing *first,
+                    struct src_listing *ls)
 {
     for (size_t i = 0; i < t->nmboxes; i++) {
         struct mbox *m = t->mboxes[i];
         struct src_listing cached = {0};
         char err[256];
-        int rc = cache_get_listing(s->cache, m->raw, &cached);
+        int rc = 0;
 
+        if (i == 0) {
+            cached = *first;
+            memset(first, 0, sizeof *first);
+        } else
+            rc = cache_get_listing(s->cache, m->raw, &cached);
         if (rc == 0)
             rc = source_list_messages(s->src, m->raw, &cached, &ls[i], err, sizeof err);
         source_listing_free(&cached);
@@ -202,6 +347,27 @@ static int list_all(struct store *s, struct tree *t, struct src_listing *ls)
             return rc;
     }
     return 0;
+}
+
+/* The saved record, read (and its checksum checked) while the mailboxes are listed. */
+struct root_load {
+    struct store *s;
+    const char *anchor;
+    uint32_t uidvalidity;
+    char shelf[32];
+    uint32_t uid;
+    char *rec;
+    size_t len;
+    int rc;
+};
+
+static void *root_load(void *arg)
+{
+    struct root_load *rl = arg;
+
+    rl->rc = cache_take_single(rl->s->cache, rl->anchor, rl->uidvalidity, rl->shelf, &rl->uid,
+                               &rl->rec, &rl->len);
+    return NULL;
 }
 
 /*
@@ -231,49 +397,27 @@ void store_root_join(struct store *s)
     }
 }
 
-int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, int64_t *mtime)
+/*
+ * Serves rec (taken; len bytes, then the key and the mtime) as the root
+ * merged.ics of t, whose key it was checked against: remembers it as built
+ * and starts hydrating the mailboxes.
+ */
+static int serve_saved(struct store *s, struct tree *t, char *rec, size_t len,
+                       const unsigned char key[32], struct root_state *states, struct blob **out,
+                       int64_t *mtime)
 {
-    struct src_listing anchor = {0}, *ls = NULL;
-    const struct src_listing **lp = NULL;
-    unsigned char key[32];
-    char shelf[32], *rec = NULL;
-    size_t len = 0;
-    uint32_t uid = 0;
-    int rc = -ENOENT;
-
-    if (s->cache == NULL || t->nmboxes == 0)
-        return -ENOENT;
-    /* Nothing saved (a first mount): no time spent listing twice. */
-    if (cache_get_listing(s->cache, t->mboxes[0]->raw, &anchor) != 0)
-        return -ENOENT;
-    shelf_name(s, shelf, sizeof shelf);
-    rc =
-        cache_take_single(s->cache, t->mboxes[0]->raw, anchor.uidvalidity, shelf, &uid, &rec, &len);
-    source_listing_free(&anchor);
-    if (rc != 0 || uid != 1 || len < ROOT_TAIL) {
+    if (states == NULL) {
         free(rec);
-        return rc == -ENOMEM ? rc : -ENOENT;
+        return -ENOMEM;
     }
-    rc = -ENOENT;
-    ls = calloc(t->nmboxes, sizeof *ls);
-    lp = calloc(t->nmboxes, sizeof *lp);
-    if (ls == NULL || lp == NULL || list_all(s, t, ls) != 0)
-        goto out;
-    for (size_t i = 0; i < t->nmboxes; i++)
-        lp[i] = &ls[i];
-    len -= ROOT_TAIL;
-    if (root_key(s, t, lp, key) != 0 || memcmp(key, rec + len, 32) != 0)
-        goto out;
     memcpy(mtime, rec + len + 32, sizeof *mtime);
     rec[len] = '\0';
-    *out = blob_take(rec, len);
-    rec = NULL;
-    if (*out == NULL) {
-        rc = -ENOMEM;
-        goto out;
+    if ((*out = blob_take(rec, len)) == NULL) {
+        free(states);
+        return -ENOMEM;
     }
     /* What is on disk is what this build would make: remember it as built. */
-    store_root_keep(s, t, key, ls[0].uidvalidity, 1);
+    store_root_keep(s, t, key, states[0].st.uidvalidity, states, 1);
     if (!s->hydrating) {
         atomic_fetch_add(&t->refs, 1);
         s->hydrate_tree = t;
@@ -283,7 +427,144 @@ int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, in
             s->hydrate_tree = NULL;
         }
     }
-    rc = 0;
+    return 0;
+}
+
+/* The saved states of t's mailboxes (n of them) from a q- record, or NULL. */
+static struct root_state *parse_states(const struct store *s, const struct tree *t, const char *rec,
+                                       size_t len, unsigned char key[32])
+{
+    struct root_state *st;
+    unsigned char head[32];
+    uint64_t count;
+    const char *p = rec + STATE_HEAD;
+
+    if (len < STATE_HEAD || memcmp(rec, STATE_MAGIC, 8) != 0)
+        return NULL;
+    memcpy(&count, rec + 72, 8);
+    if (count != t->nmboxes || len != STATE_HEAD + count * STATE_ENTRY ||
+        head_digest(s, t, head) != 0 || memcmp(head, rec + 40, 32) != 0 ||
+        (st = calloc(count, sizeof *st)) == NULL)
+        return NULL;
+    memcpy(key, rec + 8, 32);
+    for (size_t i = 0; i < count; i++, p += STATE_ENTRY) {
+        memcpy(&st[i].st.uidvalidity, p, 4);
+        memcpy(&st[i].st.exists, p + 4, 4);
+        memcpy(&st[i].st.highestmodseq, p + 8, 8);
+        st[i].certain = 1;
+    }
+    return st;
+}
+
+/*
+ * The quick check: the saved states against one EXAMINE per mailbox (the
+ * first one's UIDVALIDITY finds the records), the saved bytes read
+ * meanwhile. 0 (served), -ENOENT (nothing saved for this UIDVALIDITY),
+ * -ENOMEM, or -EAGAIN: no states, or something changed; list instead.
+ */
+static int from_states(struct store *s, struct tree *t, struct blob **out, int64_t *mtime)
+{
+    struct root_load rl = {.s = s, .anchor = t->mboxes[0]->raw};
+    struct root_state *st = NULL;
+    struct src_state now;
+    unsigned char key[32];
+    char shelf[32], err[256], *srec = NULL;
+    size_t slen = 0;
+    uint32_t uid = 0;
+    pthread_t loader;
+    int loading, rc = -EAGAIN;
+
+    if (source_mailbox_state(s->src, rl.anchor, &now, err, sizeof err) != 0 ||
+        now.highestmodseq == 0)
+        return -EAGAIN;
+    rl.uidvalidity = now.uidvalidity;
+    shelf_name(s, rl.shelf, sizeof rl.shelf);
+    /* Every record of this key would be under this UIDVALIDITY (the key covers it). */
+    if (!cache_has_shelf(s->cache, rl.anchor, rl.uidvalidity, rl.shelf))
+        return -ENOENT;
+    state_shelf_name(s, shelf, sizeof shelf);
+    if (cache_take_single(s->cache, rl.anchor, rl.uidvalidity, shelf, &uid, &srec, &slen) != 0)
+        return -EAGAIN;
+    st = uid == 1 ? parse_states(s, t, srec, slen, key) : NULL;
+    free(srec);
+    if (st == NULL || !state_same(&st[0].st, &now)) {
+        free(st);
+        return -EAGAIN;
+    }
+    loading = pthread_create(&loader, NULL, root_load, &rl) == 0;
+    for (size_t i = 1; i < t->nmboxes && rc == -EAGAIN; i++)
+        if (source_mailbox_state(s->src, t->mboxes[i]->raw, &now, err, sizeof err) != 0 ||
+            !state_same(&st[i].st, &now))
+            rc = -ESTALE;
+    if (loading)
+        pthread_join(loader, NULL);
+    else if (rc == -EAGAIN)
+        root_load(&rl);
+    if (rc == -EAGAIN && rl.rc == 0 && rl.uid == 1 && rl.len >= ROOT_TAIL &&
+        memcmp(rl.rec + rl.len - ROOT_TAIL, key, 32) == 0) {
+        rc = serve_saved(s, t, rl.rec, rl.len - ROOT_TAIL, key, st, out, mtime);
+        if (rc == 0)
+            s->root_state_saved = 1;
+        return rc;
+    }
+    free(rl.rec);
+    free(st);
+    return rl.rc == -ENOMEM ? -ENOMEM : -EAGAIN;
+}
+
+int store_root_from_cache(struct store *s, struct tree *t, struct blob **out, int64_t *mtime)
+{
+    struct src_listing anchor = {0}, *ls = NULL;
+    const struct src_listing **lp = NULL;
+    struct root_load rl = {.s = s, .anchor = t->mboxes[0]->raw};
+    unsigned char key[32];
+    pthread_t loader;
+    int loading, listed, rc;
+    char *rec;
+    size_t len;
+
+    if (s->cache == NULL || t->nmboxes == 0)
+        return -ENOENT;
+    if ((rc = from_states(s, t, out, mtime)) != -EAGAIN)
+        return rc;
+    rc = -ENOENT;
+    /* Nothing saved (a first mount): no time spent listing twice. */
+    if (cache_get_listing(s->cache, t->mboxes[0]->raw, &anchor) != 0)
+        return -ENOENT;
+    rl.uidvalidity = anchor.uidvalidity;
+    shelf_name(s, rl.shelf, sizeof rl.shelf);
+    if (!cache_has_shelf(s->cache, rl.anchor, rl.uidvalidity, rl.shelf)) {
+        source_listing_free(&anchor);
+        return -ENOENT;
+    }
+    /*
+     * Reading megabytes and checking their SHA-256 is CPU and disk; listing
+     * is mostly waiting on the server: the two overlap.
+     */
+    loading = pthread_create(&loader, NULL, root_load, &rl) == 0;
+    ls = calloc(t->nmboxes, sizeof *ls);
+    lp = calloc(t->nmboxes, sizeof *lp);
+    listed = ls && lp && list_all(s, t, &anchor, ls) == 0;
+    source_listing_free(&anchor);
+    if (loading)
+        pthread_join(loader, NULL);
+    else if (listed)
+        root_load(&rl);
+    rec = rl.rec;
+    len = rl.len;
+    if (ls == NULL || lp == NULL || rl.rc == -ENOMEM) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (!listed || rl.rc != 0 || rl.uid != 1 || len < ROOT_TAIL)
+        goto out;
+    for (size_t i = 0; i < t->nmboxes; i++)
+        lp[i] = &ls[i];
+    len -= ROOT_TAIL;
+    if (root_key(s, t, lp, key) != 0 || memcmp(key, rec + len, 32) != 0)
+        goto out;
+    rc = serve_saved(s, t, rec, len, key, listing_states(t, lp), out, mtime);
+    rec = NULL;
 out:
     if (ls)
         for (size_t i = 0; i < t->nmboxes; i++)

@@ -11,10 +11,13 @@ import time
 
 import pytest
 
-from harness import calcheck, fs, mailgen, wire
+from harness import cachedir, calcheck, fs, mailgen, wire
 from harness.mailgen import utc
 
-USERS = ("saved", "changed", "later", "refused")
+CHANGES = ("append", "expunge", "flags", "uidvalidity")
+DAMAGES = ("flip", "truncate")
+USERS = ("saved", "changed", "later", "refused", "quick") + tuple(
+    "ch-" + c for c in CHANGES) + tuple("dmg-" + d for d in DAMAGES)
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +151,103 @@ def test_another_filter_does_not_take_the_saved_root(server, mounter, workroot):
     assert only_home != all_events
     assert set(calcheck.uids(calcheck.one_calendar(only_home))) == {
         "home-%d@example.org" % i for i in range(3)}
+
+
+def test_remount_checks_the_saved_root_on_the_login_session_without_listing(
+        server, mounter, workroot):
+    """The first read after a remount checks the saved root with one EXAMINE
+    per mailbox against the states saved with it, on the very session that
+    checked the login at mount time: no second login, no listing at all
+    (the cached listings are even gone here, so only that check can serve
+    the saved bytes)."""
+    dv, user = server, "quick"
+    fill(dv, user)
+    cache = os.path.join(workroot, "quick-cache")
+    first = mount_as(mounter, dv, user, cache)
+    before = fs.cat(first.path("merged.ics"))
+    assert first.stop() == 0, first.stderr()
+    listings = [p for p in cachedir.files(cache) if os.path.basename(p) == "listing"]
+    assert len(listings) == 3  # INBOX, Work, Home
+    for p in listings:
+        os.unlink(p)
+    since = wire.Rawlog(dv, user).mark()
+    second = mount_as(mounter, dv, user, cache)
+    assert fs.cat(second.path("merged.ics")) == before
+    assert second.stop() == 0, second.stderr()
+    raw = wire.Rawlog(dv, user)
+    wire.wait_closed(dv, raw.sessions(since), user=user)
+    [session] = raw.sessions(since)
+    texts = [c.text.upper() for c in session.commands]
+    assert len([t for t in texts if t.startswith("EXAMINE")]) == len(listings), texts
+    assert not [t for t in texts if "FETCH" in t or "SEARCH" in t], texts
+
+
+def change(dv, user, where, what):
+    box, uid = where["work-1@example.org"]
+    if what == "append":
+        dv.add_message("Home", invitation("new@example.org", "New", 20),
+                       internaldate=utc(2026, 5, 20, 9), user=user)
+    elif what == "expunge":
+        dv.expunge(box, uid, user=user)
+    elif what == "flags":
+        with dv.imap(user) as c:
+            assert c.select(box)[0] == "OK"
+            assert c.uid("STORE", str(uid), "+FLAGS", r"(\Flagged)")[0] == "OK"
+    else:
+        dv.set_uidvalidity(box, dv.uidvalidity(box, user=user) + 1000, user=user)
+
+
+@pytest.mark.parametrize("what", CHANGES)
+def test_remount_after_a_change_gives_what_a_fresh_mount_gives(server, mounter, workroot, what):
+    """Whatever changed in a mailbox while unmounted (mail added or removed,
+    only a flag, a new UIDVALIDITY), the first read after the remount is
+    byte for byte what a mount with an empty cache makes; and a second
+    remount, with nothing changed since, serves that again."""
+    dv, user = server, "ch-" + what
+    where = fill(dv, user)
+    cache = os.path.join(workroot, user + "-cache")
+    first = mount_as(mounter, dv, user, cache)
+    before = fs.cat(first.path("merged.ics"))
+    assert first.stop() == 0, first.stderr()
+    change(dv, user, where, what)
+    second = mount_as(mounter, dv, user, cache)
+    after = fs.cat(second.path("merged.ics"))
+    tree2 = calcheck.read_tree(second.mountpoint)
+    assert second.stop() == 0, second.stderr()
+    uids = calcheck.uids(calcheck.one_calendar(after))
+    assert ("new@example.org" in uids) == (what == "append")
+    assert ("work-1@example.org" in uids) == (what != "expunge")
+    if what == "flags":
+        assert after == before
+    fresh = mount_as(mounter, dv, user, os.path.join(workroot, user + "-fresh"))
+    assert calcheck.read_tree(fresh.mountpoint) == tree2
+    assert fresh.stop() == 0, fresh.stderr()
+    third = mount_as(mounter, dv, user, cache)
+    assert fs.cat(third.path("merged.ics")) == after
+    assert third.stop() == 0, third.stderr()
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_saved_root_is_not_served(server, mounter, workroot, damage):
+    """A saved root whose bytes changed on disk (one byte in the middle, or
+    cut short) fails its checksum: it is dropped and the root built again,
+    even though every mailbox's state still matches."""
+    dv, user = server, "dmg-" + damage
+    fill(dv, user)
+    cache = os.path.join(workroot, user + "-cache")
+    first = mount_as(mounter, dv, user, cache)
+    before = fs.cat(first.path("merged.ics"))
+    assert first.stop() == 0, first.stderr()
+    [saved] = saved_roots(cache)
+    with open(saved, "r+b") as f:
+        data = f.read()
+        f.seek(0)
+        if damage == "flip":
+            mid = len(data) - len(before) // 2
+            f.write(data[:mid] + bytes([data[mid] ^ 0x20]) + data[mid + 1:])
+        else:
+            f.truncate(len(data) - 100)
+    second = mount_as(mounter, dv, user, cache)
+    assert fs.cat(second.path("merged.ics")) == before
+    assert second.stop() == 0, second.stderr()
+    assert not cachedir.damaged(cache)
