@@ -467,12 +467,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     fi->fh = (uint64_t)(uintptr_t)h;
     /*
-     * Every read comes to us, from the bytes this open holds: .status and
-     * .refresh need it (their size is unknown before they are made), and
-     * the bytes are in memory, so it costs a copy, not a fetch.
+     * A file's node is one version of it (fsops_inode.c): its bytes never
+     * change, so the kernel may keep them in its page cache across opens,
+     * and a second read costs no request at all. .status and .refresh are
+     * made at each open with a size unknown before: every read of them
+     * comes to us, from the bytes this open holds.
      */
-    fi->direct_io = 1;
-    fi->keep_cache = 0;
+    fi->direct_io = n->kind != STORE_FILE;
+    fi->keep_cache = n->kind == STORE_FILE;
     if (fuse_reply_open(req, fi) != 0)
         handle_free(f, h); /* interrupted: no RELEASE will come */
 }

@@ -577,6 +577,7 @@ struct parts_arg {
     const struct src_part_req *reqs;
     size_t *order; /* request indices sorted by (section, uid) */
     size_t n;
+    unsigned char *got; /* got[i]: order[i] was delivered (a retry skips it) */
     src_part_fn fn;
     void *ctx;
     /* the chunk being fetched: order[lo..hi) */
@@ -610,6 +611,7 @@ static void parts_handler(struct mailimap_msg_att *att, void *ctx)
         uint32_t u = a->reqs[a->order[mid]].uid;
 
         if (u == uid) {
+            a->got[mid] = 1;
             a->rc = a->fn(a->ctx, a->order[mid], body->sec_body_part ? body->sec_body_part : "",
                           body->sec_body_part ? body->sec_length : 0);
             return;
@@ -707,11 +709,31 @@ static int bisect_parts(struct imap_src *src, struct imap_conn *c, struct parts_
     return bisect_parts(src, c, a, mid, hi, err, errlen);
 }
 
+/*
+ * Leaves in order[] only the requests not delivered yet: when a session
+ * breaks mid-fetch, its replacement asks for the rest, not for the whole
+ * mailbox's parts again.
+ */
+static void drop_delivered(struct parts_arg *a)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < a->n; i++)
+        if (!a->got[i]) {
+            a->order[k] = a->order[i];
+            a->got[k++] = 0;
+        }
+    a->n = k;
+}
+
 static int parts_op(struct imap_src *src, struct imap_conn *c, void *arg, char *err, size_t errlen)
 {
     struct parts_arg *a = arg;
     int rc;
 
+    drop_delivered(a);
+    if (a->n == 0)
+        return 0;
     if ((rc = imap_conn_examine(src, c, a->mailbox, 0, err, errlen)) != 0)
         return rc == -EIO && c->imap == NULL ? -EPIPE : rc;
     if (c->uidvalidity != a->uidvalidity) {
@@ -755,10 +777,15 @@ int imap_fetch_parts(struct source *s, const char *mailbox, uint32_t uidvalidity
         return 0;
     if ((a.order = malloc(n * sizeof *a.order)) == NULL)
         return -ENOMEM;
+    if ((a.got = calloc(n, 1)) == NULL) {
+        free(a.order);
+        return -ENOMEM;
+    }
     for (size_t i = 0; i < n; i++)
         a.order[i] = i;
     qsort_r(a.order, n, sizeof *a.order, compare_req, (void *)reqs);
     rc = imap_with_session(imap_of(s), parts_op, &a, err, errlen);
     free(a.order);
+    free(a.got);
     return rc;
 }

@@ -62,6 +62,17 @@ def poll(what, check, timeout=20):
         time.sleep(0.1)
 
 
+def session_ends(dv, user, since, want):
+    """[(how it ended, body_count)] of user's IMAP sessions whose end Dovecot
+    logged after byte offset since of its log; None until there are want."""
+    pat = re.compile(r"imap\(%s\)\S*: Info: Disconnected: (Logged out|[^(]*?)[ (].*?"
+                     r"\bbody_count=(\d+)" % re.escape(user))
+    with open(dv.log_path, errors="replace") as f:
+        f.seek(since)
+        ends = [(m.group(1).strip(), int(m.group(2))) for m in pat.finditer(f.read())]
+    return ends if len(ends) >= want else None
+
+
 def status_line(m, mailbox_path):
     """The .status line of one mailbox ("Dir/Sub: ...")."""
     for line in fs.cat(m.path(".status")).decode().splitlines():
@@ -399,6 +410,7 @@ def test_connection_cut_mid_fetch_is_retried_and_nothing_half_cached(server, mou
         # Listing and structure take ~25 KB; the parts ~140 KB after that.
         proxy.cut_after(80 * 1024)
         before = proxy.connections
+        since = os.path.getsize(dv.log_path)
         m = mounter.mount(dv, source=proxy.url(user), password=dv.passwords[user],
                           options=["cache_dir=" + cache, "mailboxes=Cut"])
         assert calcheck.read_tree(m.mountpoint) == reference
@@ -406,6 +418,12 @@ def test_connection_cut_mid_fetch_is_retried_and_nothing_half_cached(server, mou
         # The session that checked the login and went on to list and fetch
         # until it was cut, then its replacement.
         assert proxy.connections - before >= 2
+        assert m.stop() == 0, m.stderr()
+        # The replacement asked only for the parts the cut session had not
+        # delivered: some, not all 20 again (Dovecot's body_count per session).
+        ends, _ = poll("the sessions' ends logged", lambda: session_ends(dv, user, since, 2))
+        replacement = [count for how, count in ends if how == "Logged out"]
+        assert len(replacement) == 1 and 0 < replacement[0] < 20, ends
     finally:
         proxy.close()
     assert len(cachedir.part_entries(cache)) == 20

@@ -177,6 +177,33 @@ def test_unchanged_file_keeps_its_inode(versions_server, mounter):
     assert after == before
 
 
+def daemon_bytes_written(m):
+    """What the daemon has written so far (its replies to the kernel among it)."""
+    with open("/proc/%d/io" % m.proc.pid) as f:
+        return int(next(line for line in f if line.startswith("wchar:")).split()[1])
+
+
+def test_second_read_comes_from_the_page_cache(versions_server, mounter):
+    """A file's node is one version of its bytes, so the kernel keeps them
+    in its page cache across opens: reading a file again sends no read to
+    the daemon (its writes, which carry every reply, grow by far less than
+    the file), and gives the same bytes."""
+    dv = versions_server
+    for n in range(10, 40):
+        dv.add_message(MAILBOX, invitation(n))
+    m = mounter.mount(dv)
+    for rel in ("merged.ics", "Calendars/V/merged.ics"):
+        first = fs.cat(m.path(rel))
+        assert len(first) > 2000, rel
+        # The sync the first read set off may still drop what it cached.
+        assert fs.cat(m.path(rel)) == first
+        before = daemon_bytes_written(m)
+        assert fs.cat(m.path(rel)) == first and fs.cat(m.path(rel)) == first
+        grew = daemon_bytes_written(m) - before
+        assert grew < len(first) // 2, "%s: %d bytes, the daemon wrote %d more" % (
+            rel, len(first), grew)
+
+
 # Reads a directory with getdents64 into a small buffer: one batch, then
 # (after a line on stdin) the rest. Prints each part's names as JSON.
 _GETDENTS = r"""
