@@ -11,6 +11,7 @@ changes under an open directory.
 
 import datetime
 import json
+import mmap
 import os
 import subprocess
 
@@ -202,6 +203,16 @@ def test_second_read_comes_from_the_page_cache(versions_server, mounter):
         grew = daemon_bytes_written(m) - before
         assert grew < len(first) // 2, "%s: %d bytes, the daemon wrote %d more" % (
             rel, len(first), grew)
+
+
+def test_mmap_reads_the_same_bytes(versions_server, mounter):
+    """Files can be mapped (page cache, no direct I/O): the mapping holds
+    what read() gives."""
+    m = mounter.mount(versions_server)
+    for rel in ("merged.ics", "Calendars/V/%s.ics" % uid(1)):
+        data = fs.cat(m.path(rel))
+        with open(m.path(rel), "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+            assert mm[:] == data, rel
 
 
 # Reads a directory with getdents64 into a small buffer: one batch, then
