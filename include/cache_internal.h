@@ -21,6 +21,8 @@ struct cache {
 extern atomic_uint cache_tmp_counter;
 
 int cache_sha256(const void *data, size_t len, unsigned char out[32]);
+/* Reads exactly len bytes from fd; 0, or -1 at a short file or an error. */
+int cache_read_full(int fd, void *buf, size_t len);
 /* mkdir -p, 0700. */
 int cache_make_dirs(const char *path);
 /* DIR/<hex sha256 of mailbox> into out. */

@@ -198,20 +198,35 @@ static int write_entry(const char *path, const char *magic, const void *data, si
     return rc;
 }
 
+int cache_read_full(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t r = read(fd, (char *)buf + got, len - got);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
 /* Reads and checks an entry; a bad one is removed. 0, -ENOENT, -ENOMEM. */
 static int read_entry(const char *path, const char *magic, char **data, size_t *len)
 {
     unsigned char header[CACHE_HEADER_LEN], sum[32];
     uint64_t len64;
     struct stat st;
-    size_t got = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 
     *data = NULL;
     if (fd < 0)
         return -ENOENT;
     if (fstat(fd, &st) != 0 || st.st_size < CACHE_HEADER_LEN ||
-        read(fd, header, CACHE_HEADER_LEN) != CACHE_HEADER_LEN)
+        cache_read_full(fd, header, CACHE_HEADER_LEN) != 0)
         goto corrupt;
     memcpy(&len64, header + 8, 8);
     if (memcmp(header, magic, 8) != 0 || len64 > CACHE_ENTRY_MAX ||
@@ -221,20 +236,12 @@ static int read_entry(const char *path, const char *magic, char **data, size_t *
         close(fd);
         return -ENOMEM;
     }
-    while (got < len64) {
-        ssize_t n = read(fd, *data + got, len64 - got);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            goto corrupt;
-        got += (size_t)n;
-    }
-    if (cache_sha256(*data, got, sum) != 0 || memcmp(sum, header + 16, 32) != 0)
+    if (cache_read_full(fd, *data, len64) != 0 || cache_sha256(*data, len64, sum) != 0 ||
+        memcmp(sum, header + 16, 32) != 0)
         goto corrupt;
     close(fd);
-    (*data)[got] = '\0';
-    *len = got;
+    (*data)[len64] = '\0';
+    *len = len64;
     return 0;
 corrupt:
     close(fd);

@@ -459,23 +459,6 @@ int cache_has_shelf(struct cache *c, const char *mailbox, uint32_t uidvalidity, 
     return count > 0;
 }
 
-/* Reads exactly len bytes; 0, or -1 at a short file or an error. */
-static int read_full(int fd, void *buf, size_t len)
-{
-    size_t got = 0;
-
-    while (got < len) {
-        ssize_t r = read(fd, (char *)buf + got, len - got);
-
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        got += (size_t)r;
-    }
-    return 0;
-}
-
 /*
  * The data is read in place (no copy after) a chunk at a time, each chunk
  * hashed while it is still in the CPU's cache: the payload is megabytes.
@@ -506,7 +489,8 @@ int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity
         return -ENOENT;
     if (fstat(fd, &st) != 0 || st.st_size < CACHE_HEADER_LEN + RECORD_HEAD ||
         (uint64_t)st.st_size > CACHE_HEADER_LEN + CACHE_ENTRY_MAX ||
-        read_full(fd, header, sizeof header) != 0 || read_full(fd, head, RECORD_HEAD) != 0)
+        cache_read_full(fd, header, sizeof header) != 0 ||
+        cache_read_full(fd, head, RECORD_HEAD) != 0)
         goto damaged;
     memcpy(&plen, header + 8, 8);
     memcpy(uid, head, 4);
@@ -514,7 +498,7 @@ int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity
     memcpy(&dlen, head + 6, 8);
     if (memcmp(header, MAGIC_PACK, 8) != 0 || plen != (uint64_t)st.st_size - CACHE_HEADER_LEN ||
         slen == 0 || slen > SECTION_MAX || plen != RECORD_HEAD + (uint64_t)slen + dlen ||
-        read_full(fd, head + RECORD_HEAD, slen) != 0)
+        cache_read_full(fd, head + RECORD_HEAD, slen) != 0)
         goto damaged; /* not one whole record */
     if ((buf = malloc(dlen + 1)) == NULL || (x = EVP_MD_CTX_new()) == NULL) {
         free(buf);
@@ -527,7 +511,7 @@ int cache_take_single(struct cache *c, const char *mailbox, uint32_t uidvalidity
     for (uint64_t at = 0; at < dlen;) {
         size_t chunk = dlen - at < (1u << 18) ? (size_t)(dlen - at) : (1u << 18);
 
-        if (read_full(fd, buf + at, chunk) != 0 || EVP_DigestUpdate(x, buf + at, chunk) != 1)
+        if (cache_read_full(fd, buf + at, chunk) != 0 || EVP_DigestUpdate(x, buf + at, chunk) != 1)
             goto damaged;
         at += chunk;
     }

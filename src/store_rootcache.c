@@ -107,9 +107,13 @@ static void put_head(EVP_MD_CTX *x, const struct store *s, const struct tree *t,
         put_str(x, o->search);
 }
 
-/* The key of the root merged.ics made from these listings (one per mailbox of t). */
-static int root_key(const struct store *s, const struct tree *t,
-                    const struct src_listing *const *ls, unsigned char key[32])
+/*
+ * SHA-256 of what the key covers. With listings (one per mailbox of t):
+ * the key of the root merged.ics they make. Without: the digest of the
+ * head with the names, which the states record is kept for.
+ */
+static int head_and_listings(const struct store *s, const struct tree *t,
+                             const struct src_listing *const *ls, unsigned char out[32])
 {
     EVP_MD_CTX *x = EVP_MD_CTX_new();
     unsigned n = 0;
@@ -119,31 +123,24 @@ static int root_key(const struct store *s, const struct tree *t,
         return -ENOMEM;
     ok = EVP_DigestInit_ex(x, EVP_sha256(), NULL) == 1;
     if (ok) {
-        put_head(x, s, t, 0);
-        for (size_t i = 0; i < t->nmboxes; i++)
+        put_head(x, s, t, ls == NULL);
+        for (size_t i = 0; ls && i < t->nmboxes; i++)
             put_listing(x, t->mboxes[i], ls[i]);
-        ok = EVP_DigestFinal_ex(x, key, &n) == 1 && n == 32;
+        ok = EVP_DigestFinal_ex(x, out, &n) == 1 && n == 32;
     }
     EVP_MD_CTX_free(x);
     return ok ? 0 : -EIO;
 }
 
-/* The digest of put_head with the names: the states record is for these only. */
+static int root_key(const struct store *s, const struct tree *t,
+                    const struct src_listing *const *ls, unsigned char key[32])
+{
+    return head_and_listings(s, t, ls, key);
+}
+
 static int head_digest(const struct store *s, const struct tree *t, unsigned char out[32])
 {
-    EVP_MD_CTX *x = EVP_MD_CTX_new();
-    unsigned n = 0;
-    int ok;
-
-    if (x == NULL)
-        return -ENOMEM;
-    ok = EVP_DigestInit_ex(x, EVP_sha256(), NULL) == 1;
-    if (ok) {
-        put_head(x, s, t, 1);
-        ok = EVP_DigestFinal_ex(x, out, &n) == 1 && n == 32;
-    }
-    EVP_MD_CTX_free(x);
-    return ok ? 0 : -EIO;
+    return head_and_listings(s, t, NULL, out);
 }
 
 /* Each listing's state (malloc'd, one per mailbox), or NULL when out of memory. */
@@ -240,10 +237,28 @@ void store_root_keep(struct store *s, struct tree *t, const unsigned char key[32
     s->root_saved = s->root_saved || saved;
 }
 
+/*
+ * Writes the only record of shelf, next to the first mailbox's cache. The
+ * old record goes first: a crash in between leaves none, never a wrong one.
+ */
+static int save_record(struct store *s, const char *shelf, const struct iovec *v, size_t nv)
+{
+    struct cache_writer *w;
+    int rc;
+
+    cache_drop_shelf(s->cache, s->root_anchor, s->root_anchor_uv, shelf);
+    if ((w = cache_writer_begin(s->cache, s->root_anchor, s->root_anchor_uv, shelf)) == NULL)
+        return -EIO;
+    rc = cache_writer_addv(w, 1, ROOT_SECTION, v, nv);
+    /* commit frees w, and refuses what add could not write */
+    if (cache_writer_commit(w) != 0 && rc == 0)
+        rc = -EIO;
+    return rc;
+}
+
 void store_root_save(struct store *s)
 {
     char shelf[32], tail[ROOT_TAIL];
-    struct cache_writer *w;
     struct iovec *v;
     const struct blob *b = s->root_merged;
 
@@ -258,15 +273,7 @@ void store_root_save(struct store *s)
     v[b->nseg].iov_base = tail;
     v[b->nseg].iov_len = ROOT_TAIL;
     shelf_name(s, shelf, sizeof shelf);
-    /* The old record goes first: a crash in between leaves none, never a wrong one. */
-    cache_drop_shelf(s->cache, s->root_anchor, s->root_anchor_uv, shelf);
-    if ((w = cache_writer_begin(s->cache, s->root_anchor, s->root_anchor_uv, shelf)) != NULL) {
-        int rc = cache_writer_addv(w, 1, ROOT_SECTION, v, b->nseg + 1);
-
-        /* commit frees w, and refuses what add could not write */
-        if (cache_writer_commit(w) == 0 && rc == 0)
-            s->root_saved = 1;
-    }
+    s->root_saved = save_record(s, shelf, v, b->nseg + 1) == 0;
     if (!s->root_saved)
         log_warn("cannot save the root merged.ics to the cache");
     free(v);
@@ -278,11 +285,9 @@ void store_root_save(struct store *s)
  */
 void store_root_save_state(struct store *s)
 {
-    struct cache_writer *w;
     char shelf[32], *rec, *p;
     size_t n, len;
     uint64_t count;
-    int ok = 0;
 
     if (s->cache == NULL || !s->root_key_ok || !s->root_saved || s->root_state_saved ||
         s->root_states == NULL)
@@ -308,13 +313,7 @@ void store_root_save_state(struct store *s)
         memcpy(p + 8, &st->highestmodseq, 8);
     }
     state_shelf_name(s, shelf, sizeof shelf);
-    cache_drop_shelf(s->cache, s->root_anchor, s->root_anchor_uv, shelf);
-    if ((w = cache_writer_begin(s->cache, s->root_anchor, s->root_anchor_uv, shelf)) != NULL) {
-        int rc = cache_writer_add(w, 1, ROOT_SECTION, rec, len);
-
-        ok = cache_writer_commit(w) == 0 && rc == 0;
-    }
-    s->root_state_saved = ok;
+    s->root_state_saved = save_record(s, shelf, &(struct iovec){rec, len}, 1) == 0;
     free(rec);
 }
 

@@ -52,6 +52,17 @@ def mount_as(mounter, dv, user, cache, options=()):
                          options=["cache_dir=" + cache] + list(options))
 
 
+def mounted_once(mounter, dv, user, workroot, options=()):
+    """Fills user's mail, mounts it on a new cache, reads merged.ics and
+    unmounts (which saves the root): (fill's map, the cache, the bytes read)."""
+    where = fill(dv, user)
+    cache = os.path.join(workroot, user + "-cache")
+    first = mount_as(mounter, dv, user, cache, options)
+    data = fs.cat(first.path("merged.ics"))
+    assert first.stop() == 0, first.stderr()
+    return where, cache, data
+
+
 def saved_roots(cache):
     """Packs on the shelf that holds the saved root merged.ics."""
     return [os.path.join(d, n) for d, _, names in os.walk(cache) for n in names
@@ -85,11 +96,7 @@ def test_remount_of_unchanged_account_serves_the_same_root_and_tree(server, moun
 
 def test_mail_that_came_and_went_while_unmounted_shows_at_remount(server, mounter, workroot):
     dv, user = server, "changed"
-    where = fill(dv, user)
-    cache = os.path.join(workroot, "changed-cache")
-    first = mount_as(mounter, dv, user, cache)
-    before = fs.cat(first.path("merged.ics"))
-    assert first.stop() == 0, first.stderr()
+    where, cache, before = mounted_once(mounter, dv, user, workroot)
     assert saved_roots(cache)
     dv.add_message("Home", invitation("new@example.org", "New", 20),
                    internaldate=utc(2026, 5, 20, 9), user=user)
@@ -109,11 +116,7 @@ def test_mail_that_came_and_went_while_unmounted_shows_at_remount(server, mounte
 
 def test_saved_root_gives_way_to_new_mail_after_ttl(server, mounter, workroot):
     dv, user = server, "later"
-    fill(dv, user)
-    cache = os.path.join(workroot, "later-cache")
-    first = mount_as(mounter, dv, user, cache, options=["ttl=1"])
-    fs.cat(first.path("merged.ics"))
-    assert first.stop() == 0, first.stderr()
+    _, cache, _ = mounted_once(mounter, dv, user, workroot, options=["ttl=1"])
     second = mount_as(mounter, dv, user, cache, options=["ttl=1"])
     assert "late@example.org" not in calcheck.uids(
         calcheck.one_calendar(fs.cat(second.path("merged.ics"))))
@@ -138,11 +141,7 @@ def test_saved_root_gives_way_to_new_mail_after_ttl(server, mounter, workroot):
 
 def test_another_filter_does_not_take_the_saved_root(server, mounter, workroot):
     dv, user = server, "refused"
-    fill(dv, user)
-    cache = os.path.join(workroot, "refused-cache")
-    first = mount_as(mounter, dv, user, cache)
-    all_events = fs.cat(first.path("merged.ics"))
-    assert first.stop() == 0, first.stderr()
+    _, cache, all_events = mounted_once(mounter, dv, user, workroot)
     assert saved_roots(cache)
     # Another filter is another root: the saved one must not be served.
     second = mount_as(mounter, dv, user, cache, options=["match=SUMMARY~^Home"])
@@ -161,11 +160,7 @@ def test_remount_checks_the_saved_root_on_the_login_session_without_listing(
     (the cached listings are even gone here, so only that check can serve
     the saved bytes)."""
     dv, user = server, "quick"
-    fill(dv, user)
-    cache = os.path.join(workroot, "quick-cache")
-    first = mount_as(mounter, dv, user, cache)
-    before = fs.cat(first.path("merged.ics"))
-    assert first.stop() == 0, first.stderr()
+    _, cache, before = mounted_once(mounter, dv, user, workroot)
     listings = [p for p in cachedir.files(cache) if os.path.basename(p) == "listing"]
     assert len(listings) == 3  # INBOX, Work, Home
     for p in listings:
@@ -204,11 +199,7 @@ def test_remount_after_a_change_gives_what_a_fresh_mount_gives(server, mounter, 
     byte for byte what a mount with an empty cache makes; and a second
     remount, with nothing changed since, serves that again."""
     dv, user = server, "ch-" + what
-    where = fill(dv, user)
-    cache = os.path.join(workroot, user + "-cache")
-    first = mount_as(mounter, dv, user, cache)
-    before = fs.cat(first.path("merged.ics"))
-    assert first.stop() == 0, first.stderr()
+    where, cache, before = mounted_once(mounter, dv, user, workroot)
     change(dv, user, where, what)
     second = mount_as(mounter, dv, user, cache)
     after = fs.cat(second.path("merged.ics"))
@@ -233,11 +224,7 @@ def test_damaged_saved_root_is_not_served(server, mounter, workroot, damage):
     cut short) fails its checksum: it is dropped and the root built again,
     even though every mailbox's state still matches."""
     dv, user = server, "dmg-" + damage
-    fill(dv, user)
-    cache = os.path.join(workroot, user + "-cache")
-    first = mount_as(mounter, dv, user, cache)
-    before = fs.cat(first.path("merged.ics"))
-    assert first.stop() == 0, first.stderr()
+    _, cache, before = mounted_once(mounter, dv, user, workroot)
     [saved] = saved_roots(cache)
     with open(saved, "r+b") as f:
         data = f.read()
